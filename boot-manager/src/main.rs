@@ -1,0 +1,2 @@
+//! cairn-boot.efi: the gptprio UEFI boot manager
+fn main() {}

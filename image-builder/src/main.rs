@@ -1,0 +1,2 @@
+//! cairn-build: board config + Debian packages -> GPT disk image and signed release
+fn main() {}

@@ -1,0 +1,2 @@
+//! cairn-init: the initramfs /init
+fn main() {}

@@ -1,0 +1,392 @@
+//! Cairn's on-disk contract: partition order, labels, type GUIDs, ESP paths and
+//! kernel command-line keys. Everything that two components must agree on about
+//! the disk lives here and nowhere else. `no_std`: the boot manager uses it.
+#![no_std]
+
+/// A GUID as stored on disk (the first three fields little-endian, as GPT and
+/// UEFI store them).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Guid(pub [u8; 16]);
+
+impl Guid {
+    pub const ZERO: Guid = Guid([0; 16]);
+
+    /// Parses the canonical text form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`
+    /// at compile time; panics (a compile error in const context) on bad input.
+    pub const fn parse(s: &str) -> Guid {
+        match Guid::try_parse(s) {
+            Some(g) => g,
+            None => panic!("malformed GUID"),
+        }
+    }
+
+    pub const fn try_parse(s: &str) -> Option<Guid> {
+        let b = s.as_bytes();
+        if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+            return None;
+        }
+        // Big-endian byte order of the text form, then swapped into on-disk order.
+        let mut be = [0u8; 16];
+        let mut i = 0;
+        let mut o = 0;
+        while i < 36 {
+            if b[i] == b'-' {
+                i += 1;
+                continue;
+            }
+            let hi = match hex_val(b[i]) {
+                Some(v) => v,
+                None => return None,
+            };
+            let lo = match hex_val(b[i + 1]) {
+                Some(v) => v,
+                None => return None,
+            };
+            be[o] = (hi << 4) | lo;
+            o += 1;
+            i += 2;
+        }
+        Some(Guid::from_be_bytes(be))
+    }
+
+    /// From the byte order of the text form (RFC 4122 order).
+    pub const fn from_be_bytes(be: [u8; 16]) -> Guid {
+        Guid([
+            be[3], be[2], be[1], be[0], be[5], be[4], be[7], be[6], be[8], be[9], be[10], be[11],
+            be[12], be[13], be[14], be[15],
+        ])
+    }
+
+    /// Bytes in the text form's (RFC 4122) order.
+    pub const fn to_be_bytes(&self) -> [u8; 16] {
+        let d = self.0;
+        [
+            d[3], d[2], d[1], d[0], d[5], d[4], d[7], d[6], d[8], d[9], d[10], d[11], d[12], d[13],
+            d[14], d[15],
+        ]
+    }
+
+    /// Writes the lower-case text form into `out` and returns it as a str.
+    pub fn format<'a>(&self, out: &'a mut [u8; 36]) -> &'a str {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let be = self.to_be_bytes();
+        let mut o = 0;
+        for (i, byte) in be.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                out[o] = b'-';
+                o += 1;
+            }
+            out[o] = HEX[(byte >> 4) as usize];
+            out[o + 1] = HEX[(byte & 15) as usize];
+            o += 2;
+        }
+        // Only ASCII hex digits and dashes were written.
+        core::str::from_utf8(out).unwrap_or("")
+    }
+}
+
+const fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl core::fmt::Display for Guid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut buf = [0u8; 36];
+        f.write_str(self.format(&mut buf))
+    }
+}
+
+impl core::fmt::Debug for Guid {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Partition type GUIDs (UEFI spec and the Discoverable Partitions Specification).
+pub mod types {
+    use super::Guid;
+    pub const ESP: Guid = Guid::parse("c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
+    pub const LINUX_DATA: Guid = Guid::parse("0fc63daf-8483-4772-8e79-3d69d8477de4");
+    pub const USR_X86_64: Guid = Guid::parse("8484680c-9521-48c6-9c11-b0720656f69e");
+    pub const USR_ARM64: Guid = Guid::parse("b0e01050-ee5f-4390-949a-9101b17104e9");
+    pub const ROOT_X86_64: Guid = Guid::parse("4f68bce3-e8cd-4db1-96e7-fbcaf984b709");
+    pub const ROOT_ARM64: Guid = Guid::parse("b921b045-1df0-41c3-af44-4c6f280d3fae");
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Arch {
+    X86_64,
+    Arm64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Arm64];
+
+    /// The name used in board configs and on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Arch> {
+        match s {
+            "x86_64" | "amd64" | "x86-64" => Some(Arch::X86_64),
+            "arm64" | "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+
+    pub const fn debian_arch(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    pub const fn usr_type(self) -> Guid {
+        match self {
+            Arch::X86_64 => types::USR_X86_64,
+            Arch::Arm64 => types::USR_ARM64,
+        }
+    }
+
+    pub const fn root_type(self) -> Guid {
+        match self {
+            Arch::X86_64 => types::ROOT_X86_64,
+            Arch::Arm64 => types::ROOT_ARM64,
+        }
+    }
+
+    /// The removable-media default loader path on the ESP.
+    pub const fn efi_default_loader(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "EFI/BOOT/BOOTX64.EFI",
+            Arch::Arm64 => "EFI/BOOT/BOOTAA64.EFI",
+        }
+    }
+
+    pub const fn uefi_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-uefi",
+            Arch::Arm64 => "aarch64-unknown-uefi",
+        }
+    }
+
+    pub const fn musl_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-musl",
+            Arch::Arm64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// ELF e_machine of binaries built for this arch.
+    pub const fn elf_machine(self) -> u16 {
+        match self {
+            Arch::X86_64 => 62,
+            Arch::Arm64 => 183,
+        }
+    }
+}
+
+/// The partitions of a Cairn disk, in table order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Part {
+    Esp,
+    UsrA,
+    UsrB,
+    Oem,
+    Root,
+}
+
+impl Part {
+    pub const ALL: [Part; 5] = [Part::Esp, Part::UsrA, Part::UsrB, Part::Oem, Part::Root];
+
+    /// 1-based GPT entry number (the N in /dev/vdaN).
+    pub const fn number(self) -> u32 {
+        match self {
+            Part::Esp => 1,
+            Part::UsrA => 2,
+            Part::UsrB => 3,
+            Part::Oem => 4,
+            Part::Root => 5,
+        }
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Part::Esp => "ESP",
+            Part::UsrA => "USR-A",
+            Part::UsrB => "USR-B",
+            Part::Oem => "OEM",
+            Part::Root => "ROOT",
+        }
+    }
+
+    pub const fn type_guid(self, arch: Arch) -> Guid {
+        match self {
+            Part::Esp => types::ESP,
+            Part::UsrA | Part::UsrB => arch.usr_type(),
+            Part::Oem => types::LINUX_DATA,
+            Part::Root => arch.root_type(),
+        }
+    }
+
+    /// Default size in MiB; `None` for ROOT, which takes the rest of the disk.
+    pub const fn default_size_mib(self) -> Option<u64> {
+        match self {
+            Part::Esp => Some(256),
+            Part::UsrA | Part::UsrB => Some(1536),
+            Part::Oem => Some(128),
+            Part::Root => None,
+        }
+    }
+}
+
+/// Partition alignment and the first usable offset.
+pub const ALIGN_BYTES: u64 = 1 << 20;
+
+/// An A/B slot for /usr and its boot files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
+
+    pub const fn part(self) -> Part {
+        match self {
+            Slot::A => Part::UsrA,
+            Slot::B => Part::UsrB,
+        }
+    }
+
+    pub const fn letter(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+
+    pub fn from_letter(s: &str) -> Option<Slot> {
+        match s {
+            "a" | "A" => Some(Slot::A),
+            "b" | "B" => Some(Slot::B),
+            _ => None,
+        }
+    }
+
+    pub const fn from_part_number(n: u32) -> Option<Slot> {
+        match n {
+            2 => Some(Slot::A),
+            3 => Some(Slot::B),
+            _ => None,
+        }
+    }
+
+    pub const fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    /// Folder of this slot's boot files on the ESP (forward slashes).
+    pub const fn esp_dir(self) -> &'static str {
+        match self {
+            Slot::A => "cairn/a",
+            Slot::B => "cairn/b",
+        }
+    }
+}
+
+/// File names inside a slot's ESP folder.
+pub mod boot_files {
+    /// The kernel (an EFI stub image).
+    pub const KERNEL: &str = "vmlinuz";
+    /// The initramfs (cpio newc, compressed).
+    pub const INITRD: &str = "initrd";
+    /// The kernel command line, one line of UTF-8 with no trailing newline.
+    pub const CMDLINE: &str = "cmdline";
+    /// The ed25519 signature over the three files above (see the `boot-sig` crate).
+    pub const SIGNATURE: &str = "boot.sig";
+    pub const ALL: [&str; 4] = [KERNEL, INITRD, CMDLINE, SIGNATURE];
+}
+
+/// Kernel command-line keys shared by the builder, the boot manager and cairn-init.
+pub mod cmdline {
+    /// Root hash of the slot's /usr dm-verity tree (systemd's name for it).
+    pub const USRHASH: &str = "usrhash";
+    /// `<data blocks>:<hash offset in bytes>:<salt hex>`; block sizes are 4096.
+    pub const VERITY: &str = "cairn.verity";
+    /// Appended by the boot manager: which slot it started (`a` or `b`).
+    pub const SLOT: &str = "cairn.slot";
+    /// Appended by the boot manager: the PARTUUID of the slot's USR partition.
+    pub const USR_PARTUUID: &str = "cairn.usr";
+    /// Allows an emergency shell in cairn-init on failure.
+    pub const DEBUG: &str = "cairn.debug";
+}
+
+/// dm-verity geometry used for /usr (data and hash blocks).
+pub const VERITY_BLOCK_SIZE: u32 = 4096;
+
+/// Where the host config is found at boot.
+pub mod host_config {
+    /// Path inside the OEM partition.
+    pub const OEM_PATH: &str = "config.toml";
+    /// QEMU fw_cfg name (`-fw_cfg name=opt/cairn/config,file=…`).
+    pub const FW_CFG_NAME: &str = "opt/cairn/config";
+}
+
+/// Filesystem labels of the partitions that carry one.
+pub mod fs_labels {
+    pub const ESP: &str = "ESP";
+    pub const OEM: &str = "OEM";
+    pub const ROOT: &str = "ROOT";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_round_trips_through_text() {
+        let g = types::ESP;
+        // On-disk order of the ESP type GUID, as found at LBA 2 of any GPT disk.
+        assert_eq!(
+            g.0,
+            [
+                0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e,
+                0xc9, 0x3b
+            ]
+        );
+        let mut buf = [0u8; 36];
+        assert_eq!(g.format(&mut buf), "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
+        assert_eq!(Guid::try_parse("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"), Some(g));
+    }
+
+    #[test]
+    fn bad_guids_are_refused() {
+        for s in ["", "c12a7328f81f11d2ba4b00a0c93ec93b", "c12a7328-f81f-11d2-ba4b-00a0c93ec93g"] {
+            assert_eq!(Guid::try_parse(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn slots_map_to_partitions() {
+        for s in Slot::ALL {
+            assert_eq!(Slot::from_part_number(s.part().number()), Some(s));
+            assert_eq!(Slot::from_letter(s.letter()), Some(s));
+            assert_eq!(s.other().other(), s);
+        }
+        assert_eq!(Part::UsrA.type_guid(Arch::Arm64), types::USR_ARM64);
+    }
+}

@@ -1,0 +1,1 @@
+//! GPT slot attributes (priority, tries, successful), slot choice and crash-safe table updates; no_std

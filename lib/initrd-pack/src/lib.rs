@@ -1,0 +1,1 @@
+//! initramfs packing: cpio newc writer and kernel module dependency closure

@@ -1,0 +1,1 @@
+//! Release manifests, chunked payloads, signing keys and threshold signatures

@@ -1,0 +1,1 @@
+//! dm-verity hash tree generator, byte-compatible with veritysetup format

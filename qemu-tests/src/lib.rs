@@ -1,0 +1,1 @@
+//! QEMU VM test harness and scenarios

@@ -1,0 +1,2 @@
+//! Project chores: test, vmtest, bench, image
+fn main() {}
