@@ -1,2 +1,180 @@
-//! Project chores: test, vmtest, bench, image
-fn main() {}
+//! `cargo xtask …`: the project's chores in one place (see README.md).
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use disk_layout::Arch;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the host packages and Rust targets that builds and tests need.
+    Setup,
+    /// Build cairn-boot.efi and cairn-init for an architecture, and cairn-build.
+    Artifacts {
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+    },
+    /// Build an image with the development key, then boot it in QEMU.
+    Image {
+        #[arg(long, default_value = "qemu-x86_64")]
+        board: String,
+        /// Output folder (default: out/<board>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Build and check only; do not start QEMU.
+        #[arg(long)]
+        no_boot: bool,
+    },
+    /// Everything CI runs: unit and integration tests, image builds, VM scenarios.
+    Test {
+        /// Skip the VM scenarios.
+        #[arg(long)]
+        no_vm: bool,
+    },
+    /// Run VM scenarios by name (all when none is given).
+    Vmtest {
+        scenarios: Vec<String>,
+        #[arg(long, default_value = "x86_64")]
+        arch: String,
+    },
+    /// Run a benchmark and print its figures.
+    Bench { name: String },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn arch(name: &str) -> Result<Arch> {
+    Arch::from_name(name).with_context(|| format!("unknown arch {name:?}: use x86_64 or arm64"))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::Artifacts { arch: a } => artifacts(arch(&a)?),
+        Cmd::Image {
+            board,
+            out,
+            no_boot,
+        } => {
+            setup::setup()?;
+            let out = out.unwrap_or_else(|| root().join("out").join(&board));
+            let dir = build_image(&board, &out)?;
+            if no_boot {
+                return Ok(());
+            }
+            eprintln!(
+                "==> booting {} (serial console; Ctrl-a x quits)",
+                dir.display()
+            );
+            sh(Command::new(dir.join("run.sh")).arg("-snapshot"))
+        }
+        Cmd::Test { no_vm } => test(no_vm),
+        Cmd::Vmtest { scenarios, arch: a } => vmtest(&scenarios, arch(&a)?),
+        Cmd::Bench { name } => bench(&name),
+    }
+}
+
+/// Runs a command, failing with its exit status.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed: {status}", cmd.get_program());
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn artifacts(arch: Arch) -> Result<()> {
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "cairn-boot",
+        "--target",
+        arch.uefi_target(),
+    ]))?;
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "cairn-init",
+        "--target",
+        arch.musl_target(),
+    ]))?;
+    sh(cargo().args(["build", "--release", "-p", "cairn-build"]))
+}
+
+fn board_arch(board: &str) -> Arch {
+    if board.contains("arm64") {
+        Arch::Arm64
+    } else {
+        Arch::X86_64
+    }
+}
+
+/// Builds `board` into `out` with the development key; returns `out`.
+fn build_image(board: &str, out: &Path) -> Result<PathBuf> {
+    let arch = board_arch(board);
+    if arch == Arch::Arm64 {
+        setup::binfmt_arm64()?;
+    }
+    artifacts(arch)?;
+    sh(Command::new(root().join("target/release/cairn-build"))
+        .args(["build", "--dev-key", "--board", board, "--out"])
+        .arg(out))?;
+    Ok(out.to_path_buf())
+}
+
+fn test(no_vm: bool) -> Result<()> {
+    setup::setup()?;
+    setup::binfmt_arm64()?;
+    // Image-level tests build through cairn-build: have its artifacts ready.
+    for a in Arch::ALL {
+        artifacts(a)?;
+    }
+    sh(cargo().args(["test", "--workspace", "--release"]))?;
+    if no_vm {
+        return Ok(());
+    }
+    vmtest(&[], Arch::X86_64)?;
+    vmtest(&["boot".to_string()], Arch::Arm64)
+}
+
+fn vmtest(scenarios: &[String], arch: Arch) -> Result<()> {
+    let _ = (scenarios, arch);
+    bail!("VM scenarios are not wired yet")
+}
+
+fn bench(name: &str) -> Result<()> {
+    bail!("unknown benchmark {name:?}")
+}

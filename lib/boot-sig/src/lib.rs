@@ -26,7 +26,11 @@ const HEADER: &[u8] = b"cairn-boot-files-v1\n";
 pub fn message(kernel: &[u8], initrd: &[u8], cmdline: &[u8], out: &mut [u8; MESSAGE_LEN]) -> usize {
     let mut w = Writer { buf: out, len: 0 };
     w.put(HEADER);
-    for (name, data) in [(&b"kernel"[..], kernel), (b"initrd", initrd), (b"cmdline", cmdline)] {
+    for (name, data) in [
+        (&b"kernel"[..], kernel),
+        (b"initrd", initrd),
+        (b"cmdline", cmdline),
+    ] {
         w.put(name);
         w.put(b" ");
         w.put_decimal(data.len() as u64);
@@ -77,7 +81,12 @@ fn hex_pair(b: u8) -> [u8; 2] {
 /// One line of `boot.sig` for `secret` (a 32-byte ed25519 seed), newline included.
 pub const SIG_LINE_LEN: usize = 8 + 64 + 1 + 128 + 1;
 
-pub fn sign_line(secret: &[u8; 32], kernel: &[u8], initrd: &[u8], cmdline: &[u8]) -> [u8; SIG_LINE_LEN] {
+pub fn sign_line(
+    secret: &[u8; 32],
+    kernel: &[u8],
+    initrd: &[u8],
+    cmdline: &[u8],
+) -> [u8; SIG_LINE_LEN] {
     let key = SigningKey::from_bytes(secret);
     let mut msg = [0u8; MESSAGE_LEN];
     let n = message(kernel, initrd, cmdline, &mut msg);
@@ -265,14 +274,19 @@ mod tests {
         let n = message(b"k", b"", b"console=ttyS0", &mut m);
         let text = core::str::from_utf8(&m[..n]).unwrap();
         assert!(text.starts_with("cairn-boot-files-v1\nkernel 1 8254c329a92850f6d539dd376f4816ee2764517da5e0235514af433164480d7a\n"));
-        assert!(text.contains("\ninitrd 0 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"));
+        assert!(text.contains(
+            "\ninitrd 0 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n"
+        ));
     }
 
     #[test]
     fn signed_files_verify_and_every_change_is_refused() {
         let line = sign_line(&SEED, b"kernel", b"initrd", b"cmdline");
         let keys = [public(&SEED)];
-        assert_eq!(verify(&keys, &line, b"kernel", b"initrd", b"cmdline"), Ok(()));
+        assert_eq!(
+            verify(&keys, &line, b"kernel", b"initrd", b"cmdline"),
+            Ok(())
+        );
         let cases: [(&[u8], &[u8], &[u8]); 4] = [
             (b"kernel!", b"initrd", b"cmdline"),
             (b"kernel", b"initrX", b"cmdline"),
@@ -280,13 +294,19 @@ mod tests {
             (b"initrd", b"kernel", b"cmdline"),
         ];
         for (k, i, c) in cases {
-            assert_eq!(verify(&keys, &line, k, i, c), Err(VerifyError::BadSignature));
+            assert_eq!(
+                verify(&keys, &line, k, i, c),
+                Err(VerifyError::BadSignature)
+            );
         }
         assert_eq!(
             verify(&[public(&OTHER)], &line, b"kernel", b"initrd", b"cmdline"),
             Err(VerifyError::NoTrustedKey)
         );
-        assert_eq!(verify(&[], &line, b"kernel", b"initrd", b"cmdline"), Err(VerifyError::NoKeys));
+        assert_eq!(
+            verify(&[], &line, b"kernel", b"initrd", b"cmdline"),
+            Err(VerifyError::NoKeys)
+        );
     }
 
     #[test]
@@ -295,10 +315,16 @@ mod tests {
         file[..SIG_LINE_LEN].copy_from_slice(&sign_line(&OTHER, b"k", b"i", b"c"));
         file[SIG_LINE_LEN..].copy_from_slice(&sign_line(&SEED, b"k", b"i", b"c"));
         assert_eq!(verify(&[public(&SEED)], &file, b"k", b"i", b"c"), Ok(()));
-        assert_eq!(verify(&[public(&SEED)], b"ed25519 zz zz\n", b"k", b"i", b"c"), Err(VerifyError::Malformed));
+        assert_eq!(
+            verify(&[public(&SEED)], b"ed25519 zz zz\n", b"k", b"i", b"c"),
+            Err(VerifyError::Malformed)
+        );
         let mut flipped = sign_line(&SEED, b"k", b"i", b"c");
         flipped[100] = if flipped[100] == b'0' { b'1' } else { b'0' };
-        assert_eq!(verify(&[public(&SEED)], &flipped, b"k", b"i", b"c"), Err(VerifyError::BadSignature));
+        assert_eq!(
+            verify(&[public(&SEED)], &flipped, b"k", b"i", b"c"),
+            Err(VerifyError::BadSignature)
+        );
     }
 
     #[test]
@@ -309,7 +335,10 @@ mod tests {
         let slot: [u8; KEY_SLOT_LEN] = bin[100..100 + KEY_SLOT_LEN].try_into().unwrap();
         let (keys, n) = slot_keys(&slot);
         assert_eq!((n, keys[0], keys[1]), (2, [1; 32], [2; 32]));
-        assert_eq!(embed_keys(&mut [0u8; 400], &[[1; 32]]), Err(EmbedError::NoSlot));
+        assert_eq!(
+            embed_keys(&mut [0u8; 400], &[[1; 32]]),
+            Err(EmbedError::NoSlot)
+        );
         assert_eq!(embed_keys(&mut bin, &[]), Err(EmbedError::KeyCount));
         assert_eq!(slot_keys(&EMPTY_KEY_SLOT).1, 0);
     }

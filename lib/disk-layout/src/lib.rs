@@ -249,6 +249,9 @@ impl Part {
     }
 }
 
+/// DPS partition flag: mount read-only. Set on the USR partitions.
+pub const GPT_ATTR_READ_ONLY: u64 = 1 << 60;
+
 /// Partition alignment and the first usable offset.
 pub const ALIGN_BYTES: u64 = 1 << 20;
 
@@ -370,12 +373,19 @@ mod tests {
         );
         let mut buf = [0u8; 36];
         assert_eq!(g.format(&mut buf), "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
-        assert_eq!(Guid::try_parse("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"), Some(g));
+        assert_eq!(
+            Guid::try_parse("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+            Some(g)
+        );
     }
 
     #[test]
     fn bad_guids_are_refused() {
-        for s in ["", "c12a7328f81f11d2ba4b00a0c93ec93b", "c12a7328-f81f-11d2-ba4b-00a0c93ec93g"] {
+        for s in [
+            "",
+            "c12a7328f81f11d2ba4b00a0c93ec93b",
+            "c12a7328-f81f-11d2-ba4b-00a0c93ec93g",
+        ] {
             assert_eq!(Guid::try_parse(s), None, "{s}");
         }
     }

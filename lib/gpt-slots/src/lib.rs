@@ -1,1 +1,27 @@
-//! GPT slot attributes (priority, tries, successful), slot choice and crash-safe table updates; no_std
+//! GPT slot attributes (priority, tries, successful), the boot slot choice
+//! and crash-safe GPT updates. `no_std` + `alloc`: the boot manager uses it;
+//! the `std` feature adds [`FileDevice`] for images and block devices.
+#![no_std]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod attrs;
+mod choose;
+mod crc32;
+#[cfg(feature = "std")]
+mod file;
+mod gpt;
+
+pub use attrs::{Attrs, FIELD_MAX, SLOT_BITS_MASK};
+pub use choose::{
+    Choice, NotBootable, Reason, SlotState, UPDATE_PRIORITY, UPDATE_TRIES, boot_attempt, choose,
+    mark_failed, mark_good, mark_unbootable, mark_updated, why_not,
+};
+pub use crc32::crc32;
+#[cfg(feature = "std")]
+pub use file::{FileDevice, detect_sector_size};
+pub use gpt::{
+    BlockDevice, CopyStatus, Entry, Gpt, GptError, Invalid, NoSuchEntry, Repaired, TableCopy,
+};

@@ -1,0 +1,568 @@
+//! Board configs: one TOML per board, optionally `extends` another. Each file is
+//! checked on its own first (so an unknown key or a bad type names its file),
+//! then the chain is merged and checked as a whole.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use disk_layout::Arch;
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BoardError {
+    #[error(
+        "unknown board `{name}`: no {path} (boards: {known}); pass a board name or a path to a .toml"
+    )]
+    Unknown {
+        name: String,
+        path: PathBuf,
+        known: String,
+    },
+    #[error("cannot read board config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: `extends` forms a cycle through {chain}")]
+    Cycle { path: PathBuf, chain: String },
+}
+
+/// A fully resolved board: every field present and checked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    pub board: BoardSection,
+    pub debian: Debian,
+    pub kernel: Kernel,
+    pub initramfs: Initramfs,
+    pub disk: Disk,
+    pub outputs: Outputs,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BoardSection {
+    /// Defaults to the file name of the leaf config.
+    #[serde(default)]
+    pub name: String,
+    pub arch: String,
+    pub firmware: String,
+    #[serde(default)]
+    pub description: String,
+    /// The serial console device (`ttyS0`, `ttyAMA0`).
+    pub console: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Debian {
+    pub suite: String,
+    pub mirror: String,
+    pub kernel: String,
+    pub packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    pub modules: Vec<String>,
+    #[serde(default)]
+    pub cmdline: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Initramfs {
+    pub modules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    pub sector_size: u32,
+    pub esp_mib: u64,
+    pub usr_mib: u64,
+    pub oem_mib: u64,
+    pub root_mib: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Outputs {
+    pub formats: Vec<String>,
+}
+
+/// The same shape with everything optional and `<key>_add` lists allowed: what
+/// a single file in an `extends` chain may contain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // parsed only to reject unknown keys and wrong types per file
+struct PartialFile {
+    extends: Option<String>,
+    board: Option<PartialBoard>,
+    debian: Option<PartialDebian>,
+    kernel: Option<PartialKernel>,
+    initramfs: Option<PartialInitramfs>,
+    disk: Option<PartialDisk>,
+    outputs: Option<PartialOutputs>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct PartialBoard {
+    name: Option<String>,
+    arch: Option<String>,
+    firmware: Option<String>,
+    description: Option<String>,
+    console: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct PartialDebian {
+    suite: Option<String>,
+    mirror: Option<String>,
+    kernel: Option<String>,
+    packages: Option<Vec<String>>,
+    packages_add: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct PartialKernel {
+    modules: Option<Vec<String>>,
+    modules_add: Option<Vec<String>>,
+    cmdline: Option<Vec<String>>,
+    cmdline_add: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct PartialInitramfs {
+    modules: Option<Vec<String>>,
+    modules_add: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct PartialDisk {
+    sector_size: Option<u32>,
+    esp_mib: Option<u64>,
+    usr_mib: Option<u64>,
+    oem_mib: Option<u64>,
+    root_mib: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct PartialOutputs {
+    formats: Option<Vec<String>>,
+    formats_add: Option<Vec<String>>,
+}
+
+/// Where named boards live: `$CAIRN_BOARDS`, else `board-configs/` of this source tree.
+pub fn boards_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CAIRN_BOARDS") {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-configs")
+}
+
+/// Resolves `name_or_path` (a board name, or a path to a .toml) to a file.
+pub fn locate(name_or_path: &str, dir: &Path) -> Result<PathBuf, BoardError> {
+    let as_path = Path::new(name_or_path);
+    if name_or_path.ends_with(".toml") || name_or_path.contains('/') {
+        return Ok(as_path.to_path_buf());
+    }
+    let path = dir.join(format!("{name_or_path}.toml"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(BoardError::Unknown {
+        name: name_or_path.to_string(),
+        path,
+        known: list(dir).join(", "),
+    })
+}
+
+/// Board names in `dir` (files that set an arch somewhere in their chain).
+pub fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            let stem = p.file_stem()?.to_str()?.to_string();
+            (p.extension()? == "toml" && load(&p).is_ok()).then_some(stem)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Loads a board config and its `extends` chain, merges and validates it.
+pub fn load(path: &Path) -> Result<Board, BoardError> {
+    let mut chain: Vec<(PathBuf, Table)> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut next = Some(path.to_path_buf());
+    while let Some(p) = next.take() {
+        let canonical = p.canonicalize().map_err(|source| BoardError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        if !seen.insert(canonical.clone()) {
+            let names: Vec<String> = chain.iter().map(|(p, _)| p.display().to_string()).collect();
+            return Err(BoardError::Cycle {
+                path: path.to_path_buf(),
+                chain: names.join(" -> "),
+            });
+        }
+        let text = std::fs::read_to_string(&p).map_err(|source| BoardError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let table = parse_file(&p, &text)?;
+        if let Some(parent) = table.get("extends").and_then(Value::as_str) {
+            let dir = p.parent().unwrap_or(Path::new("."));
+            next = Some(if parent.ends_with(".toml") {
+                dir.join(parent)
+            } else {
+                dir.join(format!("{parent}.toml"))
+            });
+        }
+        chain.push((p, table));
+    }
+    let mut merged = Table::new();
+    for (_, table) in chain.iter().rev() {
+        merge(&mut merged, table.clone());
+    }
+    merged.remove("extends");
+    let invalid = |message: String| BoardError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut board: Board = Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            invalid(format!("incomplete board after `extends`: {}", e.message()))
+        })?;
+    if board.board.name.is_empty() {
+        board.board.name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("board")
+            .to_string();
+    }
+    board.validate().map_err(invalid)?;
+    Ok(board)
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<Table, BoardError> {
+    let invalid = |message: String| BoardError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    toml::from_str::<PartialFile>(text).map_err(|e| invalid(one_line(&e, text)))?;
+    toml::from_str::<Table>(text).map_err(|e| invalid(one_line(&e, text)))
+}
+
+/// toml's messages span several lines with a source excerpt; keep the
+/// message plus the offending line, so the error is one line that shows the key.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_string();
+    };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    format!("line {line_no}: {} (`{line}`)", e.message())
+}
+
+/// Child values replace parent values; tables merge recursively; `<key>_add`
+/// lists append to `<key>`.
+fn merge(base: &mut Table, child: Table) {
+    for (key, value) in child {
+        if let (Some(target), Value::Array(extra)) = (key.strip_suffix("_add"), &value) {
+            match base.get_mut(target) {
+                Some(Value::Array(list)) => list.extend(extra.iter().cloned()),
+                _ => {
+                    base.insert(target.to_string(), value.clone());
+                }
+            }
+            continue;
+        }
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(b)), Value::Table(c)) => merge(b, c),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+impl Board {
+    pub fn arch(&self) -> Arch {
+        // validate() has checked the name.
+        Arch::from_name(&self.board.arch).unwrap_or(Arch::X86_64)
+    }
+
+    fn validate(&mut self) -> Result<(), String> {
+        if Arch::from_name(&self.board.arch).is_none() {
+            return Err(format!(
+                "board.arch = {:?}: use \"x86_64\" or \"arm64\"",
+                self.board.arch
+            ));
+        }
+        self.board.arch = self.arch().name().to_string();
+        if self.board.firmware != "uefi" {
+            return Err(format!(
+                "board.firmware = {:?}: only \"uefi\" is supported",
+                self.board.firmware
+            ));
+        }
+        if !is_word(&self.board.console) {
+            return Err(format!(
+                "board.console = {:?}: give a device name like ttyS0",
+                self.board.console
+            ));
+        }
+        if !is_word(&self.debian.suite) {
+            return Err(format!(
+                "debian.suite = {:?}: give a Debian suite like bookworm",
+                self.debian.suite
+            ));
+        }
+        if !(self.debian.mirror.starts_with("http://")
+            || self.debian.mirror.starts_with("https://"))
+        {
+            return Err(format!(
+                "debian.mirror = {:?}: give an http(s) URL",
+                self.debian.mirror
+            ));
+        }
+        for p in std::iter::once(&self.debian.kernel).chain(&self.debian.packages) {
+            if !is_package(p) {
+                return Err(format!(
+                    "debian package {p:?} is not a valid Debian package name"
+                ));
+            }
+        }
+        for (key, list) in [
+            ("kernel.modules", &mut self.kernel.modules),
+            ("initramfs.modules", &mut self.initramfs.modules),
+        ] {
+            if let Some(m) = list.iter().find(|m| !is_word(m)) {
+                return Err(format!("{key}: {m:?} is not a kernel module name"));
+            }
+            dedup(list);
+        }
+        dedup(&mut self.debian.packages);
+        if let Some(arg) = self
+            .kernel
+            .cmdline
+            .iter()
+            .find(|a| a.is_empty() || a.contains(char::is_whitespace))
+        {
+            return Err(format!(
+                "kernel.cmdline: {arg:?} must be one argument without spaces"
+            ));
+        }
+        let d = &self.disk;
+        if d.sector_size != 512 && d.sector_size != 4096 {
+            return Err(format!(
+                "disk.sector_size = {}: use 512 or 4096",
+                d.sector_size
+            ));
+        }
+        for (key, value, min) in [
+            ("disk.esp_mib", d.esp_mib, 64),
+            ("disk.usr_mib", d.usr_mib, 256),
+            ("disk.oem_mib", d.oem_mib, 16),
+            ("disk.root_mib", d.root_mib, 128),
+        ] {
+            if !(min..=1 << 20).contains(&value) {
+                return Err(format!(
+                    "{key} = {value}: must be between {min} and 1048576"
+                ));
+            }
+        }
+        if self.outputs.formats.is_empty() {
+            return Err("outputs.formats is empty: list \"raw\" and/or \"qcow2\"".into());
+        }
+        if let Some(f) = self
+            .outputs
+            .formats
+            .iter()
+            .find(|f| !["raw", "qcow2"].contains(&f.as_str()))
+        {
+            return Err(format!(
+                "outputs.formats: {f:?} is not one of \"raw\", \"qcow2\""
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn dedup(list: &mut Vec<String>) {
+    let mut seen = BTreeSet::new();
+    list.retain(|x| seen.insert(x.clone()));
+}
+
+fn is_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn is_package(s: &str) -> bool {
+    s.len() >= 2
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> Board {
+        load(&boards_dir().join(format!("{name}.toml"))).unwrap()
+    }
+
+    #[test]
+    fn shipped_boards_load() {
+        for name in [
+            "qemu-x86_64",
+            "qemu-arm64",
+            "generic-x86_64",
+            "generic-arm64",
+        ] {
+            let b = shipped(name);
+            assert_eq!(b.board.name, name);
+            assert!(
+                b.initramfs.modules.contains(&"dm_verity".to_string()),
+                "{name}"
+            );
+        }
+        assert_eq!(shipped("qemu-arm64").arch(), Arch::Arm64);
+        let generic = shipped("generic-x86_64");
+        assert!(generic.kernel.modules.contains(&"nvme".to_string()));
+        assert!(
+            generic.kernel.modules.contains(&"virtio_blk".to_string()),
+            "inherited through two levels"
+        );
+        assert!(
+            generic
+                .debian
+                .packages
+                .contains(&"firmware-linux-free".to_string())
+        );
+        assert_eq!(
+            list(&boards_dir()),
+            [
+                "generic-arm64",
+                "generic-x86_64",
+                "qemu-arm64",
+                "qemu-x86_64"
+            ]
+        );
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn error_of(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(boards_dir().join("base.toml"), dir.path().join("base.toml")).unwrap();
+        std::fs::copy(
+            boards_dir().join("qemu-x86_64.toml"),
+            dir.path().join("qemu-x86_64.toml"),
+        )
+        .unwrap();
+        let p = write(dir.path(), "custom.toml", text);
+        load(&p).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_variant_extends_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["base.toml", "qemu-x86_64.toml"] {
+            std::fs::copy(boards_dir().join(f), dir.path().join(f)).unwrap();
+        }
+        let p = write(
+            dir.path(),
+            "big.toml",
+            "extends = \"qemu-x86_64\"\n[disk]\nusr_mib = 4096\n[debian]\npackages_add = [\"htop\"]\n",
+        );
+        let b = load(&p).unwrap();
+        assert_eq!(
+            (b.board.name.as_str(), b.disk.usr_mib, b.disk.esp_mib),
+            ("big", 4096, 256)
+        );
+        assert_eq!(b.debian.packages.last().map(String::as_str), Some("htop"));
+    }
+
+    #[test]
+    fn bad_input_names_the_key_and_the_file() {
+        let cases = [
+            ("extends = \"qemu-x86_64\"\n[disk]\nusr_mb = 1\n", "usr_mb"),
+            ("extends = \"qemu-x86_64\"\ncolour = 1\n", "colour"),
+            (
+                "extends = \"qemu-x86_64\"\n[disk]\nusr_mib = \"big\"\n",
+                "usr_mib",
+            ),
+            (
+                "extends = \"qemu-x86_64\"\n[disk]\nusr_mib = 10\n",
+                "disk.usr_mib = 10",
+            ),
+            (
+                "extends = \"qemu-x86_64\"\n[board]\narch = \"riscv\"\n",
+                "board.arch",
+            ),
+            (
+                "extends = \"qemu-x86_64\"\n[disk]\nsector_size = 1024\n",
+                "disk.sector_size",
+            ),
+            (
+                "extends = \"qemu-x86_64\"\n[outputs]\nformats = [\"vmdk\"]\n",
+                "vmdk",
+            ),
+            (
+                "extends = \"qemu-x86_64\"\n[debian]\npackages_add = [\"Bad Name\"]\n",
+                "Bad Name",
+            ),
+            ("extends = \"base\"\n", "incomplete board"),
+            ("extends = \"nope\"\n", "nope.toml"),
+        ];
+        for (text, needle) in cases {
+            let e = error_of(text);
+            assert!(e.contains(needle), "{e:?} should mention {needle:?}");
+            assert!(e.contains(".toml"), "{e:?} should name the file");
+            assert!(!e.contains('\n'), "{e:?} should be one line");
+        }
+    }
+
+    #[test]
+    fn cycles_and_unknown_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.toml", "extends = \"b\"\n");
+        let p = write(dir.path(), "b.toml", "extends = \"a\"\n");
+        assert!(load(&p).unwrap_err().to_string().contains("cycle"));
+        let e = locate("nosuch", &boards_dir()).unwrap_err().to_string();
+        assert!(e.contains("qemu-x86_64") && e.contains("nosuch"), "{e}");
+    }
+}

@@ -1,0 +1,641 @@
+//! `cairn-build build`: board config -> disk image, qcow2, signed release,
+//! build-info.json and run.sh. Everything is made in a work folder inside the
+//! output folder and moved into place at the end, build-info.json last, so an
+//! interrupted build never leaves outputs that look complete.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use disk_layout::{Arch, Part, Slot, boot_files, cmdline as keys};
+use release_manifest::KeyPair;
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::board::{self, Board};
+use crate::derive::Seed;
+use crate::disk;
+use crate::fsimage::{self, Node};
+use crate::progress::Progress;
+use crate::rootfs;
+use crate::stage;
+use crate::tools;
+
+pub const DEV_KEY_SECRET: &str = "keys/cairn-DEVELOPMENT-ONLY.secret";
+const DEV_PUBLIC_LINE: &str = include_str!("../../keys/cairn-DEVELOPMENT-ONLY.public");
+
+pub struct Options {
+    pub board: PathBuf,
+    pub out: PathBuf,
+    pub version: String,
+    pub key: Option<PathBuf>,
+    pub dev_key: bool,
+    pub boot_efi: Option<PathBuf>,
+    pub init: Option<PathBuf>,
+    pub cache: PathBuf,
+    pub epoch: Option<u64>,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsrInfo {
+    pub partuuid: String,
+    pub root_hash: String,
+    pub salt: String,
+    pub data_size: u64,
+    pub data_blocks: u64,
+    pub hash_offset: u64,
+    pub hash_size: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub out: PathBuf,
+    pub board: String,
+    pub arch: String,
+    pub version: String,
+    pub development_key: bool,
+    pub rootfs_cached: bool,
+    pub outputs: Vec<(String, String)>,
+    pub usr_a: UsrInfo,
+    pub seconds: f64,
+    pub steps: Vec<(String, f64)>,
+}
+
+fn source_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
+    let board = board::load(&opts.board)?;
+    let arch = board.arch();
+    tools::require(tools::BUILD_TOOLS)?;
+    check_foreign_arch(arch)?;
+    let key = load_key(opts, progress)?;
+    let dev = is_dev_key(&key);
+    let boot_efi = artifact(
+        opts.boot_efi.as_deref(),
+        arch.uefi_target(),
+        "cairn-boot.efi",
+        arch,
+    )?;
+    let init = artifact(opts.init.as_deref(), arch.musl_target(), "cairn-init", arch)?;
+    let out = prepare_out(&opts.out)?;
+    let work = out.join(".cairn-build.tmp");
+    if work.exists() {
+        fs::remove_dir_all(&work).with_context(|| format!("cannot clear {}", work.display()))?;
+    }
+    fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+
+    let step = progress.step("bootstrap the Debian rootfs (mmdebstrap)");
+    let rootfs = rootfs::ensure(&board, &opts.cache, opts.epoch)?;
+    step.done(&format!(
+        "{} packages{}",
+        rootfs.packages.len(),
+        if rootfs.cached {
+            ", from the cache"
+        } else {
+            ""
+        }
+    ));
+    let epoch = opts.epoch.unwrap_or(rootfs.created);
+
+    let boot_efi_bytes =
+        fs::read(&boot_efi).with_context(|| format!("cannot read {}", boot_efi.display()))?;
+    check_pe(&boot_efi_bytes, arch).with_context(|| format!("{}", boot_efi.display()))?;
+    let init_hash = sha256_file(&init)?;
+    let seed = Seed(sha256_json(&json!({
+        "board": board,
+        "version": opts.version,
+        "epoch": epoch,
+        "rootfs": rootfs.key,
+        "packages": rootfs.packages,
+        "boot_manager": hex::encode(Sha256::digest(&boot_efi_bytes)),
+        "init": init_hash,
+        "key": key.key_id(),
+    })));
+
+    let step = progress.step("stage /usr and the factory /etc");
+    let stage_dir = work.join("stage");
+    stage::extract(&rootfs.tar, &stage_dir)?;
+    let key_name = format!(
+        "{}{}.pub",
+        if dev { "DEVELOPMENT-" } else { "" },
+        key.key_id()
+    );
+    let keys_json = serde_json::to_string_pretty(&json!([{
+        "id": key.key_id(), "public": key.public().to_line().trim(), "development": dev,
+    }]))?;
+    let staged = stage::customize(
+        &stage_dir,
+        &board,
+        &stage::CairnFiles {
+            version: &opts.version,
+            lockfile: &rootfs.packages,
+            keys: &[(key_name, key.public().to_line())],
+            keys_json,
+            units_dir: &source_root().join("systemd-units"),
+        },
+    )?;
+    step.done(&format!(
+        "kernel {}, {} modules kept, {} dropped",
+        staged.kver, staged.modules_kept, staged.modules_removed
+    ));
+
+    let step = progress.step("initramfs (cairn-init + modules)");
+    let initrd = initrd_pack::pack(&initrd_pack::PackSpec {
+        init: init.clone(),
+        arch,
+        modules: Some(initrd_pack::ModulesSpec {
+            dir: stage_dir.join("usr/lib/modules").join(&staged.kver),
+            names: board.initramfs.modules.clone(),
+        }),
+        mtime: u32::try_from(epoch).unwrap_or(0),
+    })?;
+    step.done(&format!("{} KiB", initrd.len() / 1024));
+
+    let step = progress.step("/usr as EROFS (lz4hc)");
+    let usr_img = work.join("usr.img");
+    fsimage::erofs(
+        &stage_dir.join("usr"),
+        &usr_img,
+        seed.guid("usr filesystem"),
+        epoch,
+    )?;
+    let erofs_size = fs::metadata(&usr_img)?.len();
+    step.done(&format!("{} MiB", erofs_size >> 20));
+
+    let step = progress.step("dm-verity hash tree");
+    let hash_offset = erofs_size.div_ceil(4096) * 4096;
+    let mut salt = [0u8; 32];
+    salt.copy_from_slice(&seed.bytes("verity salt"));
+    let verity = {
+        let mut f = OpenOptions::new().read(true).write(true).open(&usr_img)?;
+        verity_tree::format(
+            &mut f,
+            &verity_tree::Params {
+                data_blocks: hash_offset / 4096,
+                hash_offset,
+                salt,
+                uuid: seed.guid("verity superblock").to_be_bytes(),
+            },
+        )?
+    };
+    let usr_size = fs::metadata(&usr_img)?.len();
+    if usr_size > board.disk.usr_mib << 20 {
+        bail!(
+            "/usr needs {} MiB with its hash tree but USR partitions hold {} MiB: raise disk.usr_mib in {}",
+            usr_size.div_ceil(1 << 20),
+            board.disk.usr_mib,
+            opts.board.display()
+        );
+    }
+    step.done(&format!("root hash {}", verity.root_hash_hex()));
+
+    let plan = disk::plan(&board.disk, arch, &seed);
+    let usr_a = plan.get(Part::UsrA);
+    let cmdline = kernel_cmdline(&board, &verity);
+    let sig = boot_sig::sign_line(key.seed(), &staged.kernel, &initrd, cmdline.as_bytes());
+    let mut efi = boot_efi_bytes.clone();
+    boot_sig::embed_keys(&mut efi, &[key.public().to_bytes()])
+        .map_err(|e| anyhow::anyhow!("{}: {e}", boot_efi.display()))?;
+    let slot_dir = Slot::A.esp_dir();
+    let slot_files: Vec<(&str, Vec<u8>)> = vec![
+        (boot_files::KERNEL, staged.kernel.clone()),
+        (boot_files::INITRD, initrd.clone()),
+        (boot_files::CMDLINE, cmdline.clone().into_bytes()),
+        (boot_files::SIGNATURE, sig.to_vec()),
+    ];
+
+    let step = progress.step("ESP, OEM and ROOT filesystems");
+    let mut esp_files = vec![(arch.efi_default_loader().to_string(), efi)];
+    esp_files.extend(
+        slot_files
+            .iter()
+            .map(|(n, d)| (format!("{slot_dir}/{n}"), d.clone())),
+    );
+    let esp_img = work.join("esp.img");
+    fsimage::fat32(
+        &esp_img,
+        board.disk.esp_mib,
+        disk_layout::fs_labels::ESP,
+        &esp_files,
+        epoch,
+    )?;
+    let oem_img = work.join("oem.img");
+    let u = |p: &str| seed.guid(p);
+    fsimage::ext4(
+        &oem_img,
+        disk_layout::fs_labels::OEM,
+        u("oem fs"),
+        u("oem hash"),
+        board.disk.oem_mib,
+        &[],
+        epoch,
+    )?;
+    let root_img = work.join("root.img");
+    let nodes = root_skeleton(&staged.top_symlinks);
+    fsimage::ext4(
+        &root_img,
+        disk_layout::fs_labels::ROOT,
+        u("root fs"),
+        u("root hash"),
+        board.disk.root_mib,
+        &nodes,
+        epoch,
+    )?;
+    step.done("");
+
+    let step = progress.step("GPT disk image");
+    let raw = work.join("disk.raw");
+    let contents: Vec<(Part, &Path)> = vec![
+        (Part::Esp, &esp_img),
+        (Part::UsrA, &usr_img),
+        (Part::Oem, &oem_img),
+        (Part::Root, &root_img),
+    ];
+    disk::write(&plan, &contents, &raw)?;
+    let mut produced = vec!["disk.raw".to_string()];
+    if board.outputs.formats.iter().any(|f| f == "qcow2") {
+        let mut cmd = Command::new("qemu-img");
+        cmd.args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(work.join("disk.qcow2"));
+        tools::run(&mut cmd)?;
+        produced.push("disk.qcow2".into());
+    }
+    step.done(&format!("{} MiB", plan.total_bytes >> 20));
+
+    let step = progress.step("signed release (chunked payload)");
+    let release_dir = work.join("release");
+    let mut writer = release_manifest::ReleaseWriter::create(&release_dir)?;
+    writer.add_image_file(
+        "usr",
+        &usr_img,
+        release_manifest::DEFAULT_CHUNK_SIZE,
+        Some(verity.into()),
+    )?;
+    for (name, data) in &slot_files {
+        writer.add_image(name, &data[..], release_manifest::DEFAULT_CHUNK_SIZE, None)?;
+    }
+    writer.finish(
+        release_manifest::ManifestFields {
+            board: board.board.name.clone(),
+            arch: arch.name().to_string(),
+            version: release_manifest::Version::parse(&opts.version)?,
+            created: epoch,
+            expires: None,
+            packages: rootfs.packages.clone(),
+        },
+        std::slice::from_ref(&key),
+    )?;
+    produced.push("release".into());
+    step.done("");
+
+    fs::write(work.join("run.sh"), run_script(arch, &board))?;
+    set_mode(&work.join("run.sh"), 0o755)?;
+    produced.push("run.sh".into());
+
+    if !board.outputs.formats.iter().any(|f| f == "raw") {
+        // raw was needed to make everything else; the board did not ask to keep it.
+        fs::remove_file(&raw)?;
+        produced.retain(|p| p != "disk.raw");
+    }
+    let step = progress.step("hash outputs");
+    let mut outputs = Vec::new();
+    for name in &produced {
+        let p = work.join(name);
+        if p.is_dir() {
+            outputs.push((
+                format!("{name}/{}", release_manifest::MANIFEST_FILE),
+                sha256_file(&p.join(release_manifest::MANIFEST_FILE))?,
+            ));
+        } else {
+            outputs.push((name.clone(), sha256_file(&p)?));
+        }
+    }
+    step.done("");
+    let usr_info = UsrInfo {
+        partuuid: usr_a.unique_guid.to_string(),
+        root_hash: verity.root_hash_hex(),
+        salt: verity.salt_hex(),
+        data_size: verity.data_size(),
+        data_blocks: verity.data_blocks,
+        hash_offset: verity.hash_offset,
+        hash_size: verity.hash_size,
+    };
+    let info = json!({
+        "format": 1,
+        "board": board.board.name,
+        "arch": arch.name(),
+        "version": opts.version,
+        "source_date_epoch": epoch,
+        "development_key": dev,
+        "key_id": key.key_id(),
+        "kernel": staged.kver,
+        "cmdline": cmdline,
+        "inputs": {
+            "board": board,
+            "board_file": opts.board,
+            "rootfs_key": rootfs.key,
+            "boot_manager_sha256": hex::encode(Sha256::digest(&boot_efi_bytes)),
+            "init_sha256": init_hash,
+        },
+        "lockfile": rootfs.packages,
+        "outputs": outputs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "usr_a": usr_info,
+        "partitions": plan.parts.iter().map(|p| json!({
+            "number": p.part.number(), "label": p.part.label(), "type": p.type_guid.to_string(),
+            "uuid": p.unique_guid.to_string(), "first_lba": p.first_lba, "last_lba": p.last_lba,
+            "attributes": format!("{:#018x}", p.attributes),
+        })).collect::<Vec<_>>(),
+        "sector_size": plan.sector_size,
+    });
+    fs::write(
+        work.join("build-info.json"),
+        serde_json::to_string_pretty(&info)? + "\n",
+    )?;
+
+    publish(&work, &out, &produced)?;
+    let step = progress.step("clean up the work folder");
+    fs::remove_dir_all(&work).with_context(|| format!("cannot remove {}", work.display()))?;
+    step.done("");
+    if dev {
+        progress.warn("this image is signed with the DEVELOPMENT key from the Cairn source tree: anyone can sign updates for it. Use `cairn-build keygen` and --key for real hosts.");
+    }
+    Ok(Summary {
+        out: out.clone(),
+        board: board.board.name.clone(),
+        arch: arch.name().into(),
+        version: opts.version.clone(),
+        development_key: dev,
+        rootfs_cached: rootfs.cached,
+        outputs,
+        usr_a: usr_info,
+        seconds: progress.total(),
+        steps: progress.steps.clone(),
+    })
+}
+
+/// The signed part of the command line; the boot manager appends the slot and
+/// its PARTUUID, which are not known until it picks one.
+pub fn kernel_cmdline(board: &Board, v: &verity_tree::VerityInfo) -> String {
+    let mut args = vec![
+        format!("console={}", board.board.console),
+        format!("{}={}", keys::USRHASH, v.root_hash_hex()),
+        format!(
+            "{}={}:{}:{}",
+            keys::VERITY,
+            v.data_blocks,
+            v.hash_offset,
+            v.salt_hex()
+        ),
+        // A verity error panics the kernel (panic_on_corruption); reboot so the
+        // boot manager's tries can move to the other slot instead of hanging.
+        "panic=5".to_string(),
+        "rw".to_string(),
+    ];
+    args.extend(board.kernel.cmdline.iter().cloned());
+    args.join(" ")
+}
+
+fn root_skeleton(symlinks: &[(String, String)]) -> Vec<Node> {
+    let dir = |p: &str, mode: u32| Node::Dir {
+        path: p.to_string(),
+        mode,
+    };
+    let mut nodes = vec![
+        dir("usr", 0o755),
+        dir("etc", 0o755),
+        dir(".cairn", 0o700),
+        dir(".cairn/etc", 0o755),
+        dir(".cairn/etc/upper", 0o755),
+        dir(".cairn/etc/work", 0o755),
+        dir("var", 0o755),
+        dir("var/lib", 0o755),
+        dir("var/log", 0o755),
+        dir("var/cache", 0o755),
+        dir("var/spool", 0o755),
+        dir("var/tmp", 0o1777),
+        dir("home", 0o755),
+        dir("root", 0o700),
+        dir("tmp", 0o1777),
+        dir("srv", 0o755),
+        dir("opt", 0o755),
+        dir("mnt", 0o755),
+        dir("media", 0o755),
+        dir("proc", 0o555),
+        dir("sys", 0o555),
+        dir("dev", 0o755),
+        dir("run", 0o755),
+        dir("boot", 0o755),
+    ];
+    nodes.extend(symlinks.iter().map(|(p, t)| Node::Symlink {
+        path: p.clone(),
+        target: t.clone(),
+    }));
+    nodes
+}
+
+fn run_script(arch: Arch, board: &Board) -> String {
+    let (qemu, machine, fw_code, fw_vars) = match arch {
+        Arch::X86_64 => (
+            "qemu-system-x86_64",
+            "-machine q35 -cpu max",
+            "/usr/share/OVMF/OVMF_CODE_4M.fd",
+            "/usr/share/OVMF/OVMF_VARS_4M.fd",
+        ),
+        Arch::Arm64 => (
+            "qemu-system-aarch64",
+            "-machine virt -cpu cortex-a57",
+            "/usr/share/AAVMF/AAVMF_CODE.fd",
+            "/usr/share/AAVMF/AAVMF_VARS.fd",
+        ),
+    };
+    format!(
+        r#"#!/bin/sh
+# Boots this {name} image in QEMU with UEFI firmware, serial console on this
+# terminal (Ctrl-a x quits). Extra arguments go to QEMU, e.g. -snapshot to keep
+# the image pristine, or -fw_cfg name={fwcfg},file=host.toml for a host config.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+vars=$(mktemp /tmp/cairn-vars.XXXXXX)
+trap 'rm -f "$vars"' EXIT
+cp {fw_vars} "$vars"
+accel=tcg
+# KVM only where it really works; CAIRN_ACCEL=kvm forces it.
+[ "${{CAIRN_ACCEL:-}}" = kvm ] && accel=kvm
+{qemu} -accel $accel {machine} -smp 2 -m 1024 -nodefaults -nographic \
+  -serial mon:stdio \
+  -drive if=pflash,format=raw,unit=0,readonly=on,file={fw_code} \
+  -drive if=pflash,format=raw,unit=1,file="$vars" \
+  -drive if=none,id=disk0,format=qcow2,file="$here/disk.qcow2" \
+  -device virtio-blk-pci,drive=disk0 \
+  -netdev user,id=net0 -device virtio-net-pci,netdev=net0 \
+  -device virtio-rng-pci \
+  "$@"
+"#,
+        name = board.board.name,
+        fwcfg = disk_layout::host_config::FW_CFG_NAME,
+    )
+}
+
+fn load_key(opts: &Options, progress: &Progress) -> Result<KeyPair> {
+    match (&opts.key, opts.dev_key) {
+        (Some(_), true) => bail!("give either --key or --dev-key, not both"),
+        (Some(path), false) => Ok(KeyPair::load_secret(path)?),
+        (None, true) => {
+            progress.warn("signing with the DEVELOPMENT key: for tests and the quick start only");
+            let path = source_root().join(DEV_KEY_SECRET);
+            // git does not keep the 0600 the key loader insists on for secrets.
+            set_mode(&path, 0o600)?;
+            Ok(KeyPair::load_secret(path)?)
+        }
+        (None, false) => bail!(
+            "a release must be signed: make a key with `cairn-build keygen --out keys/` and pass --key keys/release.secret (or --dev-key for a test image)"
+        ),
+    }
+}
+
+pub fn is_dev_key(key: &KeyPair) -> bool {
+    key.public().to_line().trim() == DEV_PUBLIC_LINE.trim()
+}
+
+/// A cross-arch build runs the target's maintainer scripts through qemu-user.
+fn check_foreign_arch(arch: Arch) -> Result<()> {
+    let native = if cfg!(target_arch = "x86_64") {
+        Arch::X86_64
+    } else {
+        Arch::Arm64
+    };
+    if arch == native {
+        return Ok(());
+    }
+    let entry = match arch {
+        Arch::Arm64 => "qemu-aarch64",
+        Arch::X86_64 => "qemu-x86_64",
+    };
+    if Path::new("/proc/sys/fs/binfmt_misc").join(entry).exists() {
+        return Ok(());
+    }
+    bail!(
+        "building for {} needs {entry} registered with binfmt_misc: apt-get install -y qemu-user-static binfmt-support && (mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc) && update-binfmts --enable {entry}",
+        arch.name()
+    )
+}
+
+/// The compiled boot manager or init: the given path, or where `cargo xtask
+/// artifacts` puts it next to this binary's target folder.
+fn artifact(given: Option<&Path>, triple: &str, name: &str, arch: Arch) -> Result<PathBuf> {
+    if let Some(p) = given {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        bail!("{} does not exist", p.display());
+    }
+    let exe = std::env::current_exe().context("cannot find the cairn-build executable")?;
+    let file = if name.ends_with(".efi") {
+        "cairn-boot.efi"
+    } else {
+        name
+    };
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|d| d.join(triple).join("release").join(file))
+        .collect();
+    candidates.iter().find(|p| p.is_file()).cloned().with_context(|| {
+        format!(
+            "{name} for {} not found (looked in {}): build it with `cargo xtask artifacts --arch {}` or pass its path",
+            arch.name(),
+            candidates.first().map(|p| p.display().to_string()).unwrap_or_default(),
+            arch.name()
+        )
+    })
+}
+
+fn check_pe(bytes: &[u8], arch: Arch) -> Result<()> {
+    let pe = bytes
+        .get(0x3c..0x40)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let machine = pe.and_then(|o| {
+        (bytes.get(o..o + 4) == Some(b"PE\0\0"))
+            .then(|| bytes.get(o + 4..o + 6))
+            .flatten()
+    });
+    let want: u16 = match arch {
+        Arch::X86_64 => 0x8664,
+        Arch::Arm64 => 0xaa64,
+    };
+    match machine {
+        Some(m) if u16::from_le_bytes([m[0], m[1]]) == want => Ok(()),
+        Some(_) => bail!(
+            "is an EFI binary for another architecture than {}",
+            arch.name()
+        ),
+        None => bail!("is not a PE/EFI binary"),
+    }
+}
+
+fn prepare_out(out: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(out)
+        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    let probe = out.join(".cairn-write-test");
+    File::create(&probe)
+        .and_then(|_| fs::remove_file(&probe))
+        .with_context(|| format!("the output folder {} is not writable", out.display()))?;
+    out.canonicalize()
+        .with_context(|| format!("{}", out.display()))
+}
+
+/// Moves finished outputs into `out`: the old build-info.json goes first and
+/// the new one comes last, so it marks a complete set.
+fn publish(work: &Path, out: &Path, produced: &[String]) -> Result<()> {
+    let info = out.join("build-info.json");
+    if info.exists() {
+        fs::remove_file(&info)?;
+    }
+    for name in produced {
+        let dst = out.join(name);
+        if dst.is_dir() {
+            fs::remove_dir_all(&dst)
+                .with_context(|| format!("cannot replace {}", dst.display()))?;
+        } else if dst.exists() {
+            fs::remove_file(&dst)?;
+        }
+        fs::rename(work.join(name), &dst)
+            .with_context(|| format!("cannot move {name} into {}", out.display()))?;
+    }
+    fs::rename(work.join("build-info.json"), &info)?;
+    Ok(())
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", p.display()))
+}
+
+pub fn sha256_file(p: &Path) -> Result<String> {
+    let mut f = File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", p.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn sha256_json(v: &serde_json::Value) -> [u8; 32] {
+    Sha256::digest(v.to_string().as_bytes()).into()
+}

@@ -1,0 +1,168 @@
+//! Installs what builds and tests need on a Debian 12 host, only when missing.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::sh;
+
+/// (command that must exist, Debian package)
+const HOST_TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("mkfs.erofs", "erofs-utils"),
+    ("fsck.erofs", "erofs-utils"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("debugfs", "e2fsprogs"),
+    ("fsck.fat", "dosfstools"),
+    ("mtype", "mtools"),
+    ("sgdisk", "gdisk"),
+    ("cgpt", "vboot-utils"),
+    ("sfdisk", "fdisk"),
+    ("veritysetup", "cryptsetup-bin"),
+    ("systemd-dissect", "systemd-container"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-system-aarch64", "qemu-system-arm"),
+    ("qemu-img", "qemu-utils"),
+    ("qemu-aarch64-static", "qemu-user-static"),
+    ("update-binfmts", "binfmt-support"),
+    ("zstd", "zstd"),
+    ("depmod", "kmod"),
+];
+const FILES: &[(&str, &str)] = &[
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
+    ("/usr/share/AAVMF/AAVMF_CODE.fd", "qemu-efi-aarch64"),
+];
+pub const RUST_TARGETS: &[&str] = &[
+    "x86_64-unknown-uefi",
+    "aarch64-unknown-uefi",
+    "x86_64-unknown-linux-musl",
+    "aarch64-unknown-linux-musl",
+];
+
+pub fn have(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .chain(["/usr/sbin".into(), "/sbin".into()])
+                .any(|d| d.join(tool).is_file())
+        })
+        .unwrap_or(false)
+}
+
+pub fn setup() -> Result<()> {
+    let mut missing: Vec<&str> = HOST_TOOLS
+        .iter()
+        .filter(|(t, _)| !have(t))
+        .map(|(_, p)| *p)
+        .collect();
+    missing.extend(
+        FILES
+            .iter()
+            .filter(|(f, _)| !std::path::Path::new(f).exists())
+            .map(|(_, p)| *p),
+    );
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "missing packages; as root run: apt-get update && apt-get install -y {}",
+                missing.join(" ")
+            );
+        }
+        eprintln!("==> apt-get install {}", missing.join(" "));
+        sh(Command::new("apt-get").args(["update", "-q"]))?;
+        let mut install: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
+        // qemu-utils from backports (as on some cloud images) breaks the
+        // install of Debian 12's qemu-system: pin it to the matching version.
+        let mut extra = Vec::new();
+        if let (Some(installed), Some(candidate)) = (
+            dpkg_version("qemu-utils"),
+            apt_candidate("qemu-system-common"),
+        ) {
+            if installed != candidate && missing.iter().any(|p| p.starts_with("qemu-system")) {
+                install.push(format!("qemu-utils={candidate}"));
+                extra.push("--allow-downgrades");
+            }
+        }
+        sh(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&extra)
+            .args(&install)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    let installed = match installed {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        _ => bail!(
+            "rustup is needed for the UEFI and musl targets: install it from rustup.rs, then run: rustup target add {}",
+            RUST_TARGETS.join(" ")
+        ),
+    };
+    let want: Vec<&str> = RUST_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if !want.is_empty() {
+        eprintln!("==> rustup target add {}", want.join(" "));
+        sh(Command::new("rustup").args(["target", "add"]).args(&want))?;
+    }
+    Ok(())
+}
+
+/// arm64 rootfs builds run maintainer scripts through qemu-user.
+pub fn binfmt_arm64() -> Result<()> {
+    if std::path::Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "as root run: mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; update-binfmts --enable qemu-aarch64"
+        );
+    }
+    if !std::path::Path::new("/proc/sys/fs/binfmt_misc/register").exists() {
+        sh(Command::new("mount").args([
+            "-t",
+            "binfmt_misc",
+            "binfmt_misc",
+            "/proc/sys/fs/binfmt_misc",
+        ]))
+        .context("cannot mount binfmt_misc")?;
+    }
+    sh(Command::new("update-binfmts").args(["--enable", "qemu-aarch64"]))
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+fn dpkg_version(pkg: &str) -> Option<String> {
+    let o = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", pkg])
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    (o.status.success() && !v.is_empty()).then_some(v)
+}
+
+fn apt_candidate(pkg: &str) -> Option<String> {
+    let o = Command::new("apt-cache")
+        .args(["policy", pkg])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Candidate:")
+                .map(|v| v.trim().to_string())
+        })
+        .filter(|v| v != "(none)")
+}
