@@ -27,6 +27,14 @@ use crate::tools;
 pub const DEV_KEY_SECRET: &str = "keys/cairn-DEVELOPMENT-ONLY.secret";
 const DEV_PUBLIC_LINE: &str = include_str!("../../keys/cairn-DEVELOPMENT-ONLY.public");
 
+/// Cairn's own programs in /usr: (cargo binary name, path in the image).
+pub const USR_BINARIES: &[(&str, &str)] = &[
+    ("cairn-config", "usr/lib/cairn/cairn-config"),
+    ("cairn-mark-good", "usr/lib/cairn/cairn-mark-good"),
+    ("cairn-updated", "usr/lib/cairn/cairn-updated"),
+    ("cairnctl", "usr/bin/cairnctl"),
+];
+
 pub struct Options {
     pub board: PathBuf,
     pub out: PathBuf,
@@ -37,7 +45,6 @@ pub struct Options {
     pub init: Option<PathBuf>,
     pub cache: PathBuf,
     pub epoch: Option<u64>,
-    pub quiet: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +90,10 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
         arch,
     )?;
     let init = artifact(opts.init.as_deref(), arch.musl_target(), "cairn-init", arch)?;
+    let usr_binaries: Vec<(PathBuf, &str)> = USR_BINARIES
+        .iter()
+        .map(|(name, dest)| Ok((artifact(None, arch.musl_target(), name, arch)?, *dest)))
+        .collect::<Result<_>>()?;
     let out = prepare_out(&opts.out)?;
     let work = out.join(".cairn-build.tmp");
     if work.exists() {
@@ -115,6 +126,7 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
         "packages": rootfs.packages,
         "boot_manager": hex::encode(Sha256::digest(&boot_efi_bytes)),
         "init": init_hash,
+        "usr_binaries": usr_binaries.iter().map(|(p, _)| sha256_file(p)).collect::<Result<Vec<_>>>()?,
         "key": key.key_id(),
     })));
 
@@ -138,6 +150,7 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
             keys: &[(key_name, key.public().to_line())],
             keys_json,
             units_dir: &source_root().join("systemd-units"),
+            binaries: &usr_binaries,
         },
     )?;
     step.done(&format!(

@@ -27,11 +27,6 @@ impl Seed {
         be[8] = (be[8] & 0x3f) | 0x80;
         Guid::from_be_bytes(be)
     }
-
-    pub fn u32(&self, purpose: &str) -> u32 {
-        let b = self.bytes(purpose);
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-    }
 }
 
 #[cfg(test)]

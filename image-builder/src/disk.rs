@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use disk_layout::{ALIGN_BYTES, Arch, GPT_ATTR_READ_ONLY, Guid, Part};
+use disk_layout::{ALIGN_BYTES, Arch, GPT_ATTR_NO_AUTO, GPT_ATTR_READ_ONLY, Guid, Part};
 use gpt_slots::Attrs;
 
 use crate::board;
@@ -64,7 +64,7 @@ pub fn initial_attrs(part: Part) -> u64 {
             tries: 0,
             successful: false,
         }
-        .to_bits(GPT_ATTR_READ_ONLY),
+        .to_bits(GPT_ATTR_READ_ONLY | GPT_ATTR_NO_AUTO),
         _ => 0,
     }
 }
@@ -230,6 +230,8 @@ mod tests {
         assert_eq!((a.priority, a.tries, a.successful), (1, 0, true));
         assert_eq!((b.priority, b.tries, b.successful), (0, 0, false));
         assert_ne!(initial_attrs(Part::UsrA) & GPT_ATTR_READ_ONLY, 0);
+        assert_eq!(initial_attrs(Part::UsrA) & GPT_ATTR_NO_AUTO, 0);
+        assert_ne!(initial_attrs(Part::UsrB) & GPT_ATTR_NO_AUTO, 0);
         assert_eq!(initial_attrs(Part::Root), 0);
     }
 

@@ -28,19 +28,8 @@ pub fn erofs(src: &Path, out: &Path, uuid: Guid, epoch: u64) -> Result<()> {
 /// One entry of an ext4 skeleton.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    Dir {
-        path: String,
-        mode: u32,
-    },
-    Symlink {
-        path: String,
-        target: String,
-    },
-    File {
-        path: String,
-        mode: u32,
-        source: std::path::PathBuf,
-    },
+    Dir { path: String, mode: u32 },
+    Symlink { path: String, target: String },
 }
 
 /// An ext4 image of `size_mib` holding `nodes`, identical for identical inputs:
@@ -81,13 +70,6 @@ pub fn ext4(
                 );
             }
             Node::Symlink { path, target } => script += &format!("symlink {path} {target}\n"),
-            Node::File { path, mode, source } => {
-                script += &format!(
-                    "write {} {path}\nset_inode_field {path} mode 0{:o}\n",
-                    source.display(),
-                    0o100000 | mode
-                );
-            }
         }
     }
     let mut child = Command::new("debugfs")

@@ -112,7 +112,6 @@ fn run(cli: Cli) -> Result<()> {
                 init,
                 cache: cache.unwrap_or_else(rootfs::cache_dir),
                 epoch,
-                quiet: json,
             };
             let mut progress = progress::Progress::new(json);
             let summary = build::build(&opts, &mut progress)?;

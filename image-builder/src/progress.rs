@@ -54,12 +54,6 @@ impl Progress {
         }
     }
 
-    pub fn note(&self, text: &str) {
-        if !self.quiet {
-            eprintln!("    {text}");
-        }
-    }
-
     /// Loud, even with --json: a warning the operator must not miss.
     pub fn warn(&self, text: &str) {
         eprintln!("WARNING: {text}");

@@ -150,8 +150,10 @@ pub fn parse_status(text: &str) -> Vec<String> {
                     .map(str::trim)
             })
         };
-        if let (Some(p), Some(v), Some(s)) = (field("Package"), field("Version"), field("Status")) {
-            if s.ends_with(" installed") {
+        if let (Some(p), Some(v), Some(s)) = (field("Package"), field("Version"), field("Status"))
+            && s.ends_with(" installed")
+        {
+            {
                 let arch = field("Architecture").filter(|a| *a != "all");
                 let name = match arch {
                     Some(a) => format!("{p}:{a}"),

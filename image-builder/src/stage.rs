@@ -11,7 +11,6 @@ use crate::board::Board;
 use crate::tools::run;
 
 pub struct Staged {
-    pub root: PathBuf,
     pub kver: String,
     pub kernel: Vec<u8>,
     /// Top-level symlinks of the rootfs (`bin -> usr/bin`, …), recreated on ROOT.
@@ -28,6 +27,8 @@ pub struct CairnFiles<'a> {
     pub keys: &'a [(String, String)],
     pub keys_json: String,
     pub units_dir: &'a Path,
+    /// (compiled binary, destination relative to the image root)
+    pub binaries: &'a [(PathBuf, &'a str)],
 }
 
 pub fn extract(tar: &Path, dir: &Path) -> Result<()> {
@@ -71,7 +72,6 @@ pub fn customize(root: &Path, board: &Board, files: &CairnFiles) -> Result<Stage
     std::fs::rename(&etc, &factory)
         .with_context(|| format!("cannot move /etc to {}", factory.display()))?;
     Ok(Staged {
-        root: root.to_path_buf(),
         kver,
         kernel,
         top_symlinks,
@@ -204,6 +204,12 @@ fn install_cairn_files(root: &Path, files: &CairnFiles) -> Result<()> {
     }
     std::fs::write(dir.join("keys.json"), &files.keys_json)?;
     std::fs::write(dir.join("packages.lock"), files.lockfile.join("\n") + "\n")?;
+    for (src, dest) in files.binaries {
+        let dst = root.join(dest);
+        std::fs::create_dir_all(dst.parent().unwrap_or(root))?;
+        std::fs::copy(src, &dst)
+            .with_context(|| format!("cannot install {} as /{dest}", src.display()))?;
+    }
     apply_presets(
         root,
         &files

@@ -47,6 +47,9 @@ enum Cmd {
         scenarios: Vec<String>,
         #[arg(long, default_value = "x86_64")]
         arch: String,
+        /// Reuse the image in out/test-<board> instead of rebuilding it.
+        #[arg(long)]
+        no_build: bool,
     },
     /// Run a benchmark and print its figures.
     Bench { name: String },
@@ -92,7 +95,11 @@ fn run(cli: Cli) -> Result<()> {
             sh(Command::new(dir.join("run.sh")).arg("-snapshot"))
         }
         Cmd::Test { no_vm } => test(no_vm),
-        Cmd::Vmtest { scenarios, arch: a } => vmtest(&scenarios, arch(&a)?),
+        Cmd::Vmtest {
+            scenarios,
+            arch: a,
+            no_build,
+        } => vmtest(&scenarios, arch(&a)?, !no_build),
         Cmd::Bench { name } => bench(&name),
     }
 }
@@ -166,13 +173,46 @@ fn test(no_vm: bool) -> Result<()> {
     if no_vm {
         return Ok(());
     }
-    vmtest(&[], Arch::X86_64)?;
-    vmtest(&["boot".to_string()], Arch::Arm64)
+    vmtest(&[], Arch::X86_64, true)?;
+    vmtest(&["boot".to_string()], Arch::Arm64, true)
 }
 
-fn vmtest(scenarios: &[String], arch: Arch) -> Result<()> {
-    let _ = (scenarios, arch);
-    bail!("VM scenarios are not wired yet")
+/// The image VM scenarios boot, built with the development key.
+fn test_image(arch: Arch, build: bool) -> Result<PathBuf> {
+    let board = match arch {
+        Arch::X86_64 => "qemu-x86_64",
+        Arch::Arm64 => "qemu-arm64",
+    };
+    let out = root().join("out").join(format!("test-{board}"));
+    if build || !out.join("build-info.json").is_file() {
+        build_image(board, &out)?;
+    }
+    Ok(out)
+}
+
+fn vmtest(scenarios: &[String], arch: Arch, build: bool) -> Result<()> {
+    setup::setup()?;
+    let dir = test_image(arch, build)?;
+    let mut images = qemu_tests::ImageSet::default();
+    match arch {
+        Arch::X86_64 => images.x86_64 = Some(dir),
+        Arch::Arm64 => images.arm64 = Some(dir),
+    }
+    let template = qemu_tests::CtxTemplate {
+        artifacts_root: root().join("target/vm-artifacts"),
+        images,
+        keep_on_failure: true,
+    };
+    let factory = |s: &qemu_tests::Scenario, a: Arch| template.make(s, a);
+    let report = qemu_tests::run_scenarios(scenarios, arch, &factory, qemu_tests::DEFAULT_PARALLEL);
+    if !report.success() {
+        bail!(
+            "{} VM scenario(s) failed on {}",
+            report.failed(),
+            arch.name()
+        );
+    }
+    Ok(())
 }
 
 fn bench(name: &str) -> Result<()> {

@@ -27,6 +27,9 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("update-binfmts", "binfmt-support"),
     ("zstd", "zstd"),
     ("depmod", "kmod"),
+    ("musl-gcc", "musl-tools"),
+    ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+    ("debugfs", "e2fsprogs"),
 ];
 const FILES: &[(&str, &str)] = &[
     ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
@@ -79,11 +82,11 @@ pub fn setup() -> Result<()> {
         if let (Some(installed), Some(candidate)) = (
             dpkg_version("qemu-utils"),
             apt_candidate("qemu-system-common"),
-        ) {
-            if installed != candidate && missing.iter().any(|p| p.starts_with("qemu-system")) {
-                install.push(format!("qemu-utils={candidate}"));
-                extra.push("--allow-downgrades");
-            }
+        ) && installed != candidate
+            && missing.iter().any(|p| p.starts_with("qemu-system"))
+        {
+            install.push(format!("qemu-utils={candidate}"));
+            extra.push("--allow-downgrades");
         }
         sh(Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])

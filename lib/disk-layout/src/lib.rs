@@ -251,6 +251,10 @@ impl Part {
 
 /// DPS partition flag: mount read-only. Set on the USR partitions.
 pub const GPT_ATTR_READ_ONLY: u64 = 1 << 60;
+/// DPS partition flag: not for automatic discovery. Carried by the slot that is
+/// not the current OS, so systemd-dissect and gpt-auto (which otherwise prefer
+/// the highest label, USR-B) see the slot that holds the running release.
+pub const GPT_ATTR_NO_AUTO: u64 = 1 << 63;
 
 /// Partition alignment and the first usable offset.
 pub const ALIGN_BYTES: u64 = 1 << 20;
