@@ -169,7 +169,11 @@ fn test(no_vm: bool) -> Result<()> {
     for a in Arch::ALL {
         artifacts(a)?;
     }
-    sh(cargo().args(["test", "--workspace", "--release"]))?;
+    // The image and firmware tests skip politely when run bare; here they must run.
+    sh(cargo()
+        .args(["test", "--workspace", "--release"])
+        .env("CAIRN_REQUIRE_IMAGE_TESTS", "1")
+        .env("CAIRN_REQUIRE_QEMU", "1"))?;
     if no_vm {
         return Ok(());
     }
