@@ -1,5 +1,6 @@
 //! `cargo xtask …`: the project's chores in one place (see README.md).
 
+mod bench;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -220,5 +221,5 @@ fn vmtest(scenarios: &[String], arch: Arch, build: bool) -> Result<()> {
 }
 
 fn bench(name: &str) -> Result<()> {
-    bail!("unknown benchmark {name:?}")
+    bench::run(name)
 }
