@@ -45,6 +45,7 @@ pub struct Options {
     pub init: Option<PathBuf>,
     pub cache: PathBuf,
     pub epoch: Option<u64>,
+    pub update_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -151,6 +152,7 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
             keys_json,
             units_dir: &source_root().join("systemd-units"),
             binaries: &usr_binaries,
+            update_root: opts.update_root.as_deref(),
         },
     )?;
     step.done(&format!(

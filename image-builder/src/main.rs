@@ -56,9 +56,40 @@ enum Cmd {
         /// Cache folder for rootfs tarballs (default: $CAIRN_CACHE or ~/.cache/cairn).
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// The update repository's root.json that hosts trust (shipped as
+        /// /usr/lib/cairn/update-root.json); without it the updater stays idle.
+        #[arg(long)]
+        update_root: Option<PathBuf>,
         /// Print a JSON summary on stdout at the end.
         #[arg(long)]
         json: bool,
+    },
+    /// Add a built release to a repository channel (signs the channel).
+    Publish {
+        /// The build's release/ folder.
+        #[arg(long)]
+        release: PathBuf,
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        channel: String,
+        /// Repository keys (as many as the root's threshold).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// When the rollout starts (unix seconds; default now).
+        #[arg(long)]
+        wave_start: Option<u64>,
+        /// Hours over which the rollout reaches every host (0 = all at once).
+        #[arg(long, default_value_t = 0)]
+        wave_hours: u64,
+        /// Days until the channel metadata expires (hosts refuse it after that).
+        #[arg(long, default_value_t = 30)]
+        expires_days: u64,
+    },
+    /// Create or re-key a release repository.
+    Repo {
+        #[command(subcommand)]
+        command: RepoCmd,
     },
     /// Write a new ed25519 key pair: <name>.secret (keep it safe) and <name>.public.
     Keygen {
@@ -69,6 +100,49 @@ enum Cmd {
     },
     /// List the boards in board-configs/.
     Boards,
+}
+
+#[derive(Subcommand)]
+enum RepoCmd {
+    /// Make an empty repository trusting these keys.
+    Init {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Signatures needed on repository metadata.
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
+        #[arg(long, default_value_t = 365)]
+        expires_days: u64,
+    },
+    /// Move the repository to new keys; signed by the old threshold, so hosts follow without reimaging.
+    RotateKeys {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long = "old-key", required = true)]
+        old_keys: Vec<PathBuf>,
+        #[arg(long = "new-key", required = true)]
+        new_keys: Vec<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
+        #[arg(long, default_value_t = 365)]
+        expires_days: u64,
+    },
+}
+
+fn load_keys(paths: &[PathBuf]) -> Result<Vec<release_manifest::KeyPair>> {
+    paths
+        .iter()
+        .map(|p| Ok(release_manifest::KeyPair::load_secret(p)?))
+        .collect()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn main() -> ExitCode {
@@ -92,6 +166,7 @@ fn run(cli: Cli) -> Result<()> {
             boot_efi,
             init,
             cache,
+            update_root,
             json,
         } => {
             release_manifest::Version::parse(&version)
@@ -112,6 +187,7 @@ fn run(cli: Cli) -> Result<()> {
                 init,
                 cache: cache.unwrap_or_else(rootfs::cache_dir),
                 epoch,
+                update_root,
             };
             let mut progress = progress::Progress::new(json);
             let summary = build::build(&opts, &mut progress)?;
@@ -138,6 +214,75 @@ fn run(cli: Cli) -> Result<()> {
                 key.key_id(),
                 secret.display(),
                 public.display()
+            );
+            Ok(())
+        }
+        Cmd::Publish {
+            release,
+            repo,
+            channel,
+            keys,
+            wave_start,
+            wave_hours,
+            expires_days,
+        } => {
+            let keys = load_keys(&keys)?;
+            let opts = release_repo::PublishOptions {
+                wave: release_repo::Wave {
+                    start: wave_start.unwrap_or_else(now),
+                    duration: wave_hours * 3600,
+                },
+                expires: now() + expires_days * 86400,
+            };
+            let ch = release_repo::publish(&release, &repo, &channel, &keys, opts)?;
+            println!(
+                "published to channel {channel} of {} (channel version {})",
+                repo.display(),
+                ch.version
+            );
+            Ok(())
+        }
+        Cmd::Repo {
+            command:
+                RepoCmd::Init {
+                    repo,
+                    keys,
+                    threshold,
+                    expires_days,
+                },
+        } => {
+            let keys = load_keys(&keys)?;
+            release_repo::init(&repo, &keys, threshold, now() + expires_days * 86400)?;
+            println!(
+                "repository {} trusts {} key(s), threshold {threshold}; ship {}/root.json in images with --update-root",
+                repo.display(),
+                keys.len(),
+                repo.display()
+            );
+            Ok(())
+        }
+        Cmd::Repo {
+            command:
+                RepoCmd::RotateKeys {
+                    repo,
+                    old_keys,
+                    new_keys,
+                    threshold,
+                    expires_days,
+                },
+        } => {
+            let (old, new) = (load_keys(&old_keys)?, load_keys(&new_keys)?);
+            let root = release_repo::rotate_keys(
+                &repo,
+                &old,
+                &new,
+                threshold,
+                now() + expires_days * 86400,
+            )?;
+            println!(
+                "repository {} now at root version {}",
+                repo.display(),
+                root.version
             );
             Ok(())
         }

@@ -29,6 +29,8 @@ pub struct CairnFiles<'a> {
     pub units_dir: &'a Path,
     /// (compiled binary, destination relative to the image root)
     pub binaries: &'a [(PathBuf, &'a str)],
+    /// The update repository root that hosts trust.
+    pub update_root: Option<&'a Path>,
 }
 
 pub fn extract(tar: &Path, dir: &Path) -> Result<()> {
@@ -204,6 +206,10 @@ fn install_cairn_files(root: &Path, files: &CairnFiles) -> Result<()> {
     }
     std::fs::write(dir.join("keys.json"), &files.keys_json)?;
     std::fs::write(dir.join("packages.lock"), files.lockfile.join("\n") + "\n")?;
+    if let Some(root_json) = files.update_root {
+        std::fs::copy(root_json, dir.join("update-root.json"))
+            .with_context(|| format!("cannot ship {} as the update root", root_json.display()))?;
+    }
     for (src, dest) in files.binaries {
         let dst = root.join(dest);
         std::fs::create_dir_all(dst.parent().unwrap_or(root))?;

@@ -12,7 +12,8 @@ use disk_layout::Arch;
 pub fn run(name: &str) -> Result<()> {
     match name {
         "build" => build(),
-        other => bail!("unknown benchmark {other:?}: try `build`"),
+        "boot" => boot(),
+        other => bail!("unknown benchmark {other:?}: try `build` or `boot`"),
     }
 }
 
@@ -20,7 +21,14 @@ fn timed(cmd: &mut Command) -> Result<f64> {
     let t = Instant::now();
     let out = cmd.output()?;
     if !out.status.success() {
-        bail!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+        bail!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
     }
     Ok(t.elapsed().as_secs_f64())
 }
@@ -37,7 +45,9 @@ fn build() -> Result<()> {
     std::fs::create_dir_all(&work)?;
     let cairn = |cache: &Path| {
         let mut c = Command::new(root().join("target/release/cairn-build"));
-        c.args(["build", "--dev-key", "--board", "qemu-x86_64", "--out"]).arg(work.join("out")).env("CAIRN_CACHE", cache);
+        c.args(["build", "--dev-key", "--board", "qemu-x86_64", "--out"])
+            .arg(work.join("out"))
+            .env("CAIRN_CACHE", cache);
         c
     };
     let cache = work.join("cache");
@@ -70,4 +80,309 @@ fn mkosi(work: &Path) -> Result<(f64, f64)> {
         timed(&mut c)
     };
     Ok((run()?, run()?))
+}
+
+/// Markers on the serial console, as host seconds since QEMU started.
+struct BootTimes {
+    kernel: Option<f64>,
+    switch_root: Option<f64>,
+    multi_user: Option<f64>,
+}
+
+fn boot_once(spec: qemu_tests::VmSpec, artifacts: &Path, switch_marker: &str) -> Result<BootTimes> {
+    use std::time::Duration;
+    let mut vm = qemu_tests::Vm::start(spec, artifacts)?;
+    vm.wait_for("login:", Duration::from_secs(300))?;
+    let t = vm.marker_times(&[
+        "Linux version".into(),
+        switch_marker.into(),
+        "login:".into(),
+    ]);
+    vm.kill()?;
+    Ok(BootTimes {
+        kernel: t[0],
+        switch_root: t[1],
+        multi_user: t[2],
+    })
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:6.2}"))
+        .unwrap_or_else(|| "   n/a".into())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Boot timing of the qemu-x86_64 image: the full UEFI chain, and direct
+/// kernel boots of the same kernel and disk with cairn-init and with Debian's
+/// initramfs-tools initrd (erofs added; /usr from ROOT's fstab, no verity).
+pub fn boot() -> Result<()> {
+    use qemu_tests::{Vm, VmSpec};
+    setup::setup()?;
+    let image = crate::test_image(Arch::X86_64, true)?;
+    let work = root().join("target/bench-boot");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(image.join("build-info.json"))?)?;
+    let rounds = 2;
+
+    // 1. The real chain: OVMF -> cairn-boot -> kernel -> cairn-init -> systemd.
+    let mut uefi = Vec::new();
+    for i in 0..rounds {
+        let spec = VmSpec::new(Arch::X86_64, image.join("disk.raw"));
+        let art = work.join(format!("uefi-{i}"));
+        std::fs::create_dir_all(&art)?;
+        let mut vm = Vm::start(spec, &art)?;
+        vm.wait_for("login:", std::time::Duration::from_secs(300))?;
+        let t = vm.marker_times(&[
+            "cairn-boot:".into(),
+            "cairn-boot: starting slot".into(),
+            "cairn-init: switching root".into(),
+            "login:".into(),
+        ]);
+        vm.kill()?;
+        uefi.push(t);
+    }
+    println!(
+        "UEFI chain (s from QEMU start): boot manager | kernel handoff | switch_root | login prompt"
+    );
+    for t in &uefi {
+        println!(
+            "  {} | {} | {} | {}",
+            fmt(t[0]),
+            fmt(t[1]),
+            fmt(t[2]),
+            fmt(t[3])
+        );
+    }
+
+    // 2. Direct kernel boots of the same kernel: boot files from the release.
+    let release = image.join("release");
+    let key = release_key()?;
+    let manifest = release_manifest_load(&release, &key)?;
+    let file = |name: &str| -> Result<std::path::PathBuf> {
+        let p = work.join(name);
+        let mut f = std::fs::File::create(&p)?;
+        release_manifest::extract_image(&release, &manifest, name, &mut f)?;
+        Ok(p)
+    };
+    let (kernel, initrd) = (file("vmlinuz")?, file("initrd")?);
+    let cmdline = String::from_utf8(std::fs::read(file("cmdline")?)?)?;
+    let partuuid = info["usr_a"]["partuuid"].as_str().unwrap_or_default();
+    let verbose = |c: &str| {
+        c.split(' ')
+            .filter(|a| *a != "quiet")
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let cairn_append = format!("{} cairn.slot=a cairn.usr={partuuid}", verbose(&cmdline));
+
+    let (debian_initrd, debian_disk) = debian_variant(&image, &info, &work)?;
+    let debian_append =
+        "console=ttyS0 root=PARTLABEL=ROOT rootfstype=ext4 rw panic=5 systemd.show_status=auto"
+            .to_string();
+
+    let direct = |disk: &Path,
+                  initrd: &Path,
+                  append: &str,
+                  tag: &str,
+                  marker: &str|
+     -> Result<Vec<BootTimes>> {
+        let mut out = Vec::new();
+        for i in 0..rounds {
+            let mut spec = VmSpec::new(Arch::X86_64, disk);
+            spec.extra_args = vec![
+                "-kernel".into(),
+                kernel.display().to_string(),
+                "-initrd".into(),
+                initrd.display().to_string(),
+                "-append".into(),
+                append.to_string(),
+            ];
+            let art = work.join(format!("{tag}-{i}"));
+            std::fs::create_dir_all(&art)?;
+            out.push(boot_once(spec, &art, marker)?);
+        }
+        Ok(out)
+    };
+    // The first line the real systemd prints marks the switch for both.
+    let cairn = direct(
+        &image.join("disk.raw"),
+        &initrd,
+        &cairn_append,
+        "cairn-init",
+        "systemd 252",
+    )?;
+    let debian = direct(
+        &debian_disk,
+        &debian_initrd,
+        &debian_append,
+        "initramfs-tools",
+        "systemd 252",
+    )?;
+    println!("direct kernel boot (s from QEMU start): kernel | switch_root | login prompt");
+    for (name, runs) in [("cairn-init", &cairn), ("initramfs-tools", &debian)] {
+        for t in runs.iter() {
+            println!(
+                "  {name:16} {} | {} | {}",
+                fmt(t.kernel),
+                fmt(t.switch_root),
+                fmt(t.multi_user)
+            );
+        }
+    }
+    let span = |runs: &[BootTimes]| {
+        median(
+            runs.iter()
+                .filter_map(|t| Some(t.switch_root? - t.kernel?))
+                .collect(),
+        )
+    };
+    let total = |runs: &[BootTimes]| median(runs.iter().filter_map(|t| t.multi_user).collect());
+    let (c_span, d_span) = (span(&cairn), span(&debian));
+    let (c_total, d_total) = (total(&cairn), total(&debian));
+    println!(
+        "kernel start -> switch_root: cairn-init {c_span:.2} s, initramfs-tools {d_span:.2} s, ratio {:.2} (goal <= 0.5)",
+        c_span / d_span
+    );
+    println!(
+        "QEMU start -> login prompt: cairn-init {c_total:.2} s, initramfs-tools {d_total:.2} s, ratio {:.2} (goal <= 0.8)",
+        c_total / d_total
+    );
+    Ok(())
+}
+
+fn release_key() -> Result<release_manifest::PublicKey> {
+    Ok(release_manifest::PublicKey::load_public(
+        root().join("keys/cairn-DEVELOPMENT-ONLY.public"),
+    )?)
+}
+
+fn release_manifest_load(
+    dir: &Path,
+    key: &release_manifest::PublicKey,
+) -> Result<release_manifest::Manifest> {
+    let doc = std::fs::read(dir.join(release_manifest::MANIFEST_FILE))?;
+    let sigs = std::fs::read(dir.join(release_manifest::SIGNATURES_FILE))?;
+    Ok(release_manifest::Manifest::parse_signed(
+        &doc,
+        &sigs,
+        std::slice::from_ref(key),
+        1,
+    )?)
+}
+
+/// A mkinitramfs initrd (with erofs) made inside the image's own rootfs, and a
+/// copy of the disk whose ROOT carries a plain /etc with /usr in its fstab,
+/// which is how initramfs-tools mounts a separate /usr.
+fn debian_variant(
+    image: &Path,
+    info: &serde_json::Value,
+    work: &Path,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let key = info["inputs"]["rootfs_key"].as_str().unwrap_or_default();
+    let cache = std::env::var_os("CAIRN_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cairn")
+        });
+    let tar = cache.join("rootfs").join(format!("{key}.tar"));
+    let chroot = work.join("debian-root");
+    std::fs::create_dir_all(&chroot)?;
+    crate::sh(
+        Command::new("tar")
+            .args(["-x", "-p", "--numeric-owner", "-f"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(&chroot),
+    )?;
+    let kver = info["kernel"].as_str().unwrap_or_default();
+    let modules = chroot.join("etc/initramfs-tools/modules");
+    let mut m = std::fs::read_to_string(&modules).unwrap_or_default();
+    m.push_str("erofs\nvirtio_pci\nvirtio_blk\next4\n");
+    std::fs::write(&modules, m)?;
+    // MODULES=dep looks at the running system; "most" is what Debian ships.
+    std::fs::write(
+        chroot.join("etc/initramfs-tools/conf.d/cairn-bench"),
+        "MODULES=most\n",
+    )?;
+    crate::sh(Command::new("chroot").arg(&chroot).args([
+        "mkinitramfs",
+        "-o",
+        "/boot/bench-initrd.img",
+        kver,
+    ]))?;
+    let initrd = work.join("debian-initrd.img");
+    std::fs::copy(chroot.join("boot/bench-initrd.img"), &initrd)?;
+
+    std::fs::write(
+        chroot.join("etc/fstab"),
+        "PARTLABEL=USR-A /usr erofs ro 0 0\n",
+    )?;
+    let rootdir = work.join("debian-rootfs-tree");
+    std::fs::create_dir_all(&rootdir)?;
+    crate::sh(
+        Command::new("cp")
+            .arg("-a")
+            .arg(chroot.join("etc"))
+            .arg(&rootdir),
+    )?;
+    for d in [
+        "usr", "var", "tmp", "root", "proc", "sys", "dev", "run", "home",
+    ] {
+        std::fs::create_dir_all(rootdir.join(d))?;
+    }
+    for (l, t) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
+        std::os::unix::fs::symlink(t, rootdir.join(l))?;
+    }
+    let root_img = work.join("debian-root.img");
+    crate::sh(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-L", "ROOT", "-d"])
+            .arg(&rootdir)
+            .arg(&root_img)
+            .arg("1024M"),
+    )?;
+    let disk = work.join("debian-disk.raw");
+    crate::sh(
+        Command::new("cp")
+            .arg("--sparse=always")
+            .arg(image.join("disk.raw"))
+            .arg(&disk),
+    )?;
+    let part = info["partitions"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["label"] == "ROOT"))
+        .cloned()
+        .unwrap_or_default();
+    let sector = info["sector_size"].as_u64().unwrap_or(512);
+    let first = part["first_lba"].as_u64().unwrap_or(0);
+    crate::sh(
+        Command::new("dd")
+            .arg(format!("if={}", root_img.display()))
+            .arg(format!("of={}", disk.display()))
+            .args([
+                "bs=1M",
+                "conv=notrunc,sparse",
+                "status=none",
+                "oflag=seek_bytes",
+            ])
+            .arg(format!("seek={}", first * sector)),
+    )?;
+    Ok((initrd, disk))
 }

@@ -183,7 +183,7 @@ fn test(no_vm: bool) -> Result<()> {
 }
 
 /// The image VM scenarios boot, built with the development key.
-fn test_image(arch: Arch, build: bool) -> Result<PathBuf> {
+pub fn test_image(arch: Arch, build: bool) -> Result<PathBuf> {
     let board = match arch {
         Arch::X86_64 => "qemu-x86_64",
         Arch::Arm64 => "qemu-arm64",

@@ -29,6 +29,10 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("depmod", "kmod"),
     ("musl-gcc", "musl-tools"),
     ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+    (
+        "/usr/aarch64-linux-gnu/include/stdlib.h",
+        "libc6-dev-arm64-cross",
+    ),
     ("debugfs", "e2fsprogs"),
 ];
 const FILES: &[(&str, &str)] = &[
@@ -53,9 +57,17 @@ pub fn have(tool: &str) -> bool {
 }
 
 pub fn setup() -> Result<()> {
+    // An absolute path names a file that must exist; anything else a command.
+    let present = |t: &str| {
+        if t.starts_with('/') {
+            std::path::Path::new(t).exists()
+        } else {
+            have(t)
+        }
+    };
     let mut missing: Vec<&str> = HOST_TOOLS
         .iter()
-        .filter(|(t, _)| !have(t))
+        .filter(|(t, _)| !present(t))
         .map(|(_, p)| *p)
         .collect();
     missing.extend(

@@ -1,0 +1,480 @@
+//! Test and benchmark fixtures (feature `bench`): releases with a real dm-verity
+//! tree and signed boot files, file-backed disks with a real GPT, a loopback HTTP
+//! server with Range support and fault injection, and [`bench_update`].
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use disk_layout::{Arch, Part, Slot, boot_files};
+use gpt_slots::Attrs;
+use release_manifest::{KeyPair, ManifestFields, ReleaseWriter, Version};
+use release_repo::{PublishOptions, Root, Wave};
+
+use crate::agent::Agent;
+use crate::http::{Http, HttpOptions};
+use crate::state::StateDir;
+use crate::target::Target;
+use crate::{Error, Host};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub const BOARD: &str = "qemu-x86_64";
+pub const NOW: u64 = 1_800_000_000;
+
+pub fn build_key() -> KeyPair {
+    KeyPair::from_seed([0x42; 32])
+}
+
+pub fn repo_keys() -> Vec<KeyPair> {
+    vec![KeyPair::from_seed([1; 32]), KeyPair::from_seed([2; 32])]
+}
+
+/// Deterministic, roughly 2:1 compressible data (half of each 4 KiB block
+/// pseudo-random, half a repeating pattern), like a real filesystem image.
+pub fn fill(buf: &mut [u8], mut state: u64) {
+    for (i, block) in buf.chunks_mut(4096).enumerate() {
+        let half = block.len() / 2;
+        for b in block[..half].iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *b = state as u8;
+        }
+        for (j, b) in block[half..].iter_mut().enumerate() {
+            *b = (i + j / 64) as u8;
+        }
+    }
+}
+
+/// Builds a release in `out`: a usr image of `usr_bytes` data (rounded up to
+/// 4 KiB) plus its verity tree, and signed boot files. Returns the release dir.
+pub fn make_release(
+    out: &Path,
+    version: &str,
+    usr_bytes: u64,
+    chunk_size: u64,
+    seed: u64,
+) -> Result<PathBuf, BoxError> {
+    make_release_with(out, version, usr_bytes, chunk_size, seed, &build_key())
+}
+
+/// [`make_release`] with `boot.sig` made by `boot_key` (the manifest is always
+/// signed by [`build_key`]).
+pub fn make_release_with(
+    out: &Path,
+    version: &str,
+    usr_bytes: u64,
+    chunk_size: u64,
+    seed: u64,
+    boot_key: &KeyPair,
+) -> Result<PathBuf, BoxError> {
+    let dir = out.join(format!("release-{version}"));
+    std::fs::create_dir_all(out)?;
+    let img_path = out.join(format!("usr-{version}.img"));
+    let data_blocks = usr_bytes.div_ceil(4096).max(1);
+    let hash_offset = data_blocks * 4096;
+    {
+        let mut f = std::fs::File::create(&img_path)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = hash_offset;
+        let mut n = seed.max(1);
+        while left > 0 {
+            let len = left.min(buf.len() as u64) as usize;
+            fill(&mut buf[..len], n);
+            n = n.wrapping_mul(6364136223846793005).wrapping_add(1);
+            f.write_all(&buf[..len])?;
+            left -= len as u64;
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img_path)?;
+    let info = verity_tree::format(
+        &mut f,
+        &verity_tree::Params {
+            data_blocks,
+            hash_offset,
+            salt: [seed as u8; 32],
+            uuid: [7; 16],
+        },
+    )?;
+    f.sync_all()?;
+    drop(f);
+    let key = build_key();
+    let kernel = format!("kernel {version}\n").repeat(3000).into_bytes();
+    let initrd = format!("initrd {version}\n").repeat(2000).into_bytes();
+    let cmdline = format!(
+        "console=ttyS0 usrhash={} cairn.verity={}:{}:{}",
+        hex::encode(info.root_hash),
+        info.data_blocks,
+        info.hash_offset,
+        hex::encode(info.salt)
+    )
+    .into_bytes();
+    let sig = boot_sig::sign_line(boot_key.seed(), &kernel, &initrd, &cmdline);
+    let mut w = ReleaseWriter::create(&dir)?;
+    w.add_image_file("usr", &img_path, chunk_size, Some(info.into()))?;
+    for (name, bytes) in [
+        (boot_files::KERNEL, &kernel[..]),
+        (boot_files::INITRD, &initrd[..]),
+        (boot_files::CMDLINE, &cmdline[..]),
+        (boot_files::SIGNATURE, &sig[..]),
+    ] {
+        w.add_image(name, bytes, 4096 * 16, None)?;
+    }
+    w.finish(
+        ManifestFields {
+            board: BOARD.into(),
+            arch: Arch::X86_64.name().into(),
+            version: Version::parse(version)?,
+            created: NOW - 86_400,
+            expires: None,
+            packages: vec![],
+        },
+        &[key],
+    )?;
+    std::fs::remove_file(&img_path)?;
+    Ok(dir)
+}
+
+/// A repository at `repo` with `releases` published on `stable`.
+pub fn make_repo(repo: &Path, releases: &[&Path]) -> Result<Root, BoxError> {
+    let keys = repo_keys();
+    let root = release_repo::init(repo, &keys, 2, NOW + 365 * 86_400)?;
+    for r in releases {
+        publish(repo, r, Wave::immediate(NOW - 3600))?;
+    }
+    Ok(root)
+}
+
+pub fn publish(repo: &Path, release: &Path, wave: Wave) -> Result<(), BoxError> {
+    release_repo::publish(
+        release,
+        repo,
+        "stable",
+        &repo_keys(),
+        PublishOptions {
+            wave,
+            expires: NOW + 30 * 86_400,
+        },
+    )?;
+    Ok(())
+}
+
+/// A host disk: `disk.img` with a Cairn GPT (A 1/0/1, B 0/0/0), slot files of
+/// `slot_bytes` each, an ESP directory whose `cairn/a/` holds the booted files.
+pub fn make_target(dir: &Path, slot_bytes: u64) -> Result<Target, BoxError> {
+    std::fs::create_dir_all(dir)?;
+    let disk = dir.join("disk.img");
+    const MIB: u64 = 1 << 20;
+    let mut f = std::fs::File::create(&disk)?;
+    f.set_len(16 * MIB)?;
+    let mut gpt = gptman::GPT::new_from(&mut f, 512, [0xd1; 16])?;
+    let spm = MIB / 512;
+    let mut start = spm;
+    for part in Part::ALL {
+        let end = if part == Part::Root {
+            gpt.header.last_usable_lba
+        } else {
+            start + 2 * spm - 1
+        };
+        let attrs = match part {
+            Part::UsrA => Attrs::new(1, 0, true).to_bits(disk_layout::GPT_ATTR_READ_ONLY),
+            Part::UsrB => Attrs::new(0, 0, false).to_bits(disk_layout::GPT_ATTR_READ_ONLY),
+            _ => 0,
+        };
+        gpt[part.number()] = gptman::GPTPartitionEntry {
+            partition_type_guid: part.type_guid(Arch::X86_64).0,
+            unique_partition_guid: [part.number() as u8; 16],
+            starting_lba: start,
+            ending_lba: end,
+            attribute_bits: attrs,
+            partition_name: part.label().into(),
+        };
+        start = end + 1;
+    }
+    gptman::GPT::write_protective_mbr_into(&mut f, 512)?;
+    gpt.write_into(&mut f)?;
+    f.sync_all()?;
+    let mk = |name: &str, byte: u8| -> Result<PathBuf, BoxError> {
+        let p = dir.join(name);
+        let f = std::fs::File::create(&p)?;
+        f.set_len(slot_bytes)?;
+        // Some recognizable bytes at the start: the "installed OS".
+        f.write_all_at_start(&vec![byte; 64 << 10])?;
+        Ok(p)
+    };
+    let slot_a = mk("usr-a.img", 0xaa)?;
+    let slot_b = mk("usr-b.img", 0xbb)?;
+    let esp = dir.join("esp");
+    let a = esp.join(Slot::A.esp_dir());
+    std::fs::create_dir_all(&a)?;
+    let key = build_key();
+    let (k, i, c) = (
+        b"kernel a".to_vec(),
+        b"initrd a".to_vec(),
+        b"usrhash=aa".to_vec(),
+    );
+    std::fs::write(a.join(boot_files::KERNEL), &k)?;
+    std::fs::write(a.join(boot_files::INITRD), &i)?;
+    std::fs::write(a.join(boot_files::CMDLINE), &c)?;
+    std::fs::write(
+        a.join(boot_files::SIGNATURE),
+        boot_sig::sign_line(key.seed(), &k, &i, &c),
+    )?;
+    Ok(Target {
+        disk,
+        slot_a,
+        slot_b,
+        esp,
+    })
+}
+
+trait WriteAtStart {
+    fn write_all_at_start(&self, b: &[u8]) -> std::io::Result<()>;
+}
+
+impl WriteAtStart for std::fs::File {
+    fn write_all_at_start(&self, b: &[u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, b, 0)
+    }
+}
+
+pub fn host(booted: Slot, version: &str) -> Host {
+    Host {
+        booted_slot: booted,
+        booted_version: Version::parse(version).expect("fixture version"),
+        board: BOARD.into(),
+        arch: Arch::X86_64.name().into(),
+        release_keys: vec![build_key().public()],
+        development_key: true,
+    }
+}
+
+/// An agent over `target`, `state_dir` and `url`, with a fixed clock.
+pub fn agent(
+    target: &Target,
+    state_dir: &Path,
+    url: &str,
+    root: &Root,
+    booted: Slot,
+    version: &str,
+    http: HttpOptions,
+) -> Agent {
+    Agent {
+        host: host(booted, version),
+        target: target.clone(),
+        state: StateDir::new(state_dir),
+        http: Http::new(url, http),
+        channel: "stable".into(),
+        shipped_root: Some(root.clone()),
+        seed: 0.5,
+        clock: Some(NOW),
+        ignore_wave: false,
+        stop_after_chunks: None,
+    }
+}
+
+/// Faults the server injects.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Close the connection after this many body bytes of the next response
+    /// whose path contains the given text (once).
+    pub drop_once: Mutex<Option<(String, u64)>>,
+    /// Never answer (a stalled server).
+    pub stall: AtomicBool,
+    /// Append this many garbage bytes to every body whose path contains the text.
+    pub extra: Mutex<Option<(String, u64)>>,
+    /// Body bytes sent.
+    pub sent: AtomicU64,
+    /// Requests served, with their Range header.
+    pub log: Mutex<Vec<String>>,
+}
+
+/// A static file server on 127.0.0.1 with Range support.
+pub struct Server {
+    pub url: String,
+    pub faults: Arc<Faults>,
+}
+
+impl Server {
+    pub fn start(root: &Path) -> std::io::Result<Server> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let faults = Arc::new(Faults::default());
+        let (root, f) = (root.to_path_buf(), faults.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (root, f) = (root.clone(), f.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &root, &f);
+                });
+            }
+        });
+        Ok(Server { url, faults })
+    }
+}
+
+fn serve(stream: TcpStream, root: &Path, f: &Faults) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut range = None;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("range")
+        {
+            range = v
+                .trim()
+                .strip_prefix("bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|s| s.parse::<u64>().ok());
+        }
+    }
+    if let Ok(mut log) = f.log.lock() {
+        log.push(format!("{path} {range:?}"));
+    }
+    if f.stall.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_secs(60));
+        return Ok(());
+    }
+    let rel = path.trim_start_matches('/');
+    if rel.split('/').any(|c| c == "..") {
+        return out.write_all(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let Ok(mut body) = std::fs::read(root.join(rel)) else {
+        return out.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    };
+    if let Ok(extra) = f.extra.lock()
+        && let Some((needle, n)) = extra.as_ref()
+        && path.contains(needle.as_str())
+    {
+        body.extend(std::iter::repeat_n(b'x', *n as usize));
+    }
+    let total = body.len() as u64;
+    let (status, start) = match range {
+        Some(s) if s < total => ("206 Partial Content", s),
+        _ => ("200 OK", 0),
+    };
+    let part = &body[start as usize..];
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\nAccept-Ranges: bytes\r\n",
+        part.len()
+    );
+    if start > 0 {
+        head += &format!("Content-Range: bytes {start}-{}/{total}\r\n", total - 1);
+    }
+    head += "\r\n";
+    out.write_all(head.as_bytes())?;
+    let cut = match f.drop_once.lock() {
+        Ok(mut d) => match d.as_ref() {
+            Some((needle, n)) if path.contains(needle.as_str()) => {
+                let n = *n;
+                *d = None;
+                Some(n)
+            }
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    let send = match cut {
+        Some(n) => &part[..(n as usize).min(part.len())],
+        None => part,
+    };
+    for piece in send.chunks(64 << 10) {
+        out.write_all(piece)?;
+        f.sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+    }
+    out.flush()?;
+    // Dropping the stream closes it; with `cut` the client sees a short body.
+    Ok(())
+}
+
+/// Result of [`bench_update`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub usr_mib: u64,
+    pub chunks: u64,
+    pub bytes_downloaded: u64,
+    pub seconds: f64,
+    /// Slot bytes per second (the uncompressed image written and verified), MB/s.
+    pub mb_per_s: f64,
+    /// VmHWM of this process after the run.
+    pub peak_rss_kib: u64,
+}
+
+/// Peak resident set size of this process (VmHWM), in KiB.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `cargo xtask bench update`: builds a release with a `usr_mib` MiB /usr (4 MiB
+/// chunks), serves it from a loopback HTTP repository and applies it to a
+/// file-backed slot: download, verify, write, fsync, read back, verity check, flip.
+pub fn bench_update(work: &Path, usr_mib: u64) -> Result<BenchReport, BoxError> {
+    let rel = make_release(
+        &work.join("build"),
+        "2.0.0",
+        usr_mib << 20,
+        release_manifest::DEFAULT_CHUNK_SIZE,
+        99,
+    )?;
+    let repo = work.join("repo");
+    let root = make_repo(&repo, &[&rel])?;
+    std::fs::remove_dir_all(work.join("build"))?;
+    let target = make_target(&work.join("host"), (usr_mib + usr_mib / 64 + 8) << 20)?;
+    let server = Server::start(&repo)?;
+    let agent = agent(
+        &target,
+        &work.join("state"),
+        &server.url,
+        &root,
+        Slot::A,
+        "1.0.0",
+        HttpOptions::default(),
+    );
+    let check = agent.check()?;
+    let entry = check
+        .decision
+        .chosen
+        .ok_or_else(|| Error::BadRelease("bench: nothing to install".into()))?;
+    let out = agent.apply(&entry, &mut |_| {})?;
+    Ok(BenchReport {
+        usr_mib,
+        chunks: out.chunks_total,
+        bytes_downloaded: out.bytes_downloaded,
+        seconds: out.seconds,
+        mb_per_s: out.usr_bytes as f64 / 1e6 / out.seconds,
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+/// Reads a whole file, for tests comparing slots.
+pub fn read_all(p: &Path) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    std::fs::File::open(p)?.read_to_end(&mut v)?;
+    Ok(v)
+}

@@ -1,0 +1,106 @@
+//! The Cairn update agent: check a release repository, write the inactive A/B
+//! slot, verify every byte, flip the GPT attributes, detect rollbacks.
+//!
+//! # Flow ([`Agent`])
+//! 1. [`Agent::check`]: walk the repository's root chain from the trusted root
+//!    (key rotation), fetch and verify the channel (threshold signatures, expiry,
+//!    metadata version not below the highest seen), then [`plan::choose`] the newest
+//!    release for this board that is newer than the booted version, has not failed
+//!    here, and whose rollout wave has reached this host's seed.
+//! 2. [`Agent::apply`]: fetch the manifest (read at most its pinned size + 1, check
+//!    the pinned sha256 and its build signature), then
+//!    * mark the inactive slot (0,0,0) with a crash-safe GPT commit **before**
+//!      writing anything;
+//!    * stream the usr chunks: exact-size download (Range resume after a broken
+//!      connection), zsize/zsha256 checked before decompressing, decompression
+//!      capped at the signed size, sha256 checked, positioned write, fsync, then
+//!      `progress.json` records the chunk (so a restart resumes at the first chunk
+//!      not yet verified);
+//!    * boot files: `cairn/<slot>/*.tmp`, fsync, read back and check `boot.sig`
+//!      against the host's trusted keys, rename, fsync the folder;
+//!    * read the whole slot back from the device and check the image sha256 and
+//!      the dm-verity tree against the manifest;
+//!    * only then (2,3,0) via `gpt_slots::mark_updated` and a crash-safe commit.
+//!
+//!    Nothing unverified is ever made bootable, and the booted slot's data and
+//!    boot files are never opened for writing ([`target::Target`] refuses).
+//! 3. [`Agent::reconcile`] at startup: a pending slot that was not booted and has
+//!    no tries left is a rollback — its version goes to the failed list in
+//!    `history.json` and is never installed again (Flatcar #1924); a pending slot
+//!    that booted and was marked successful is recorded as a success.
+//!
+//! Pure decisions ([`plan`], [`config::Window`], wave math in `release-repo`) are
+//! separate from I/O so they are table-tested.
+
+pub mod agent;
+pub mod config;
+pub mod host;
+pub mod http;
+pub mod notify;
+pub mod plan;
+pub mod setup;
+pub mod state;
+pub mod target;
+
+#[cfg(feature = "bench")]
+pub mod fixture;
+
+pub use agent::{Agent, ApplyOutcome, CheckOutcome, Event, Status};
+pub use host::Host;
+pub use target::Target;
+
+/// Errors of the agent library; each names what failed and where.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config: {0}")]
+    Config(String),
+    #[error("state: {0}")]
+    State(String),
+    #[error("host: {0}")]
+    Host(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Fetch(#[from] http::FetchError),
+    #[error(transparent)]
+    Repo(#[from] release_repo::Error),
+    #[error("{what}: {source}")]
+    Release {
+        what: String,
+        #[source]
+        source: release_manifest::Error,
+    },
+    #[error("GPT: {0}")]
+    Gpt(String),
+    #[error("refusing to write slot {0}: it is the booted slot")]
+    ActiveSlot(&'static str),
+    #[error("slot {slot} holds {have} bytes, the release needs {need}")]
+    SlotTooSmall {
+        slot: &'static str,
+        need: u64,
+        have: u64,
+    },
+    #[error("boot files: {0}")]
+    BootSig(boot_sig::VerifyError),
+    #[error("read-back check failed: {0}")]
+    ReadBack(String),
+    #[error("release: {0}")]
+    BadRelease(String),
+    #[error("stopped after {0} chunks (test hook)")]
+    Interrupted(u64),
+    #[error("rollback refused: {0}")]
+    Rollback(String),
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Which release to install: a pure function of the channel and the host.
+
+use std::collections::BTreeMap;
+
+use release_manifest::Version;
+use release_repo::{ReleaseEntry, install_time};
+use serde::Serialize;
+
+/// What the choice needs to know about the host.
+#[derive(Debug, Clone)]
+pub struct HostView<'a> {
+    pub board: &'a str,
+    pub arch: &'a str,
+    pub booted_version: &'a Version,
+    /// Version -> reason it failed before.
+    pub failed: &'a BTreeMap<String, String>,
+    pub seed: f64,
+    pub now: u64,
+    /// `cairnctl update --now`: ignore the rollout wave.
+    pub ignore_wave: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Skip {
+    OtherBoard,
+    NotNewer,
+    Failed { why: String },
+    WaveNotReached { at: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub version: String,
+    #[serde(flatten)]
+    pub skip: Skip,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub chosen: Option<ReleaseEntry>,
+    /// Releases for this board that were passed over, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// The newest release for this board and arch that is newer than the booted
+/// version, never failed here, and whose wave has reached this host.
+pub fn choose(releases: &[ReleaseEntry], host: &HostView) -> Decision {
+    let mut skipped = Vec::new();
+    let mut chosen: Option<&ReleaseEntry> = None;
+    for r in releases {
+        let skip = if r.board != host.board || r.arch != host.arch {
+            Some(Skip::OtherBoard)
+        } else if r.version <= *host.booted_version {
+            Some(Skip::NotNewer)
+        } else if let Some(why) = host.failed.get(r.version.as_str()) {
+            Some(Skip::Failed { why: why.clone() })
+        } else if !host.ignore_wave && host.now < install_time(r.wave, host.seed) {
+            Some(Skip::WaveNotReached {
+                at: install_time(r.wave, host.seed),
+            })
+        } else {
+            None
+        };
+        match skip {
+            Some(Skip::OtherBoard) => {}
+            Some(skip) => skipped.push(Skipped {
+                version: r.version.to_string(),
+                skip,
+            }),
+            None => {
+                if chosen.is_none_or(|c| r.version > c.version) {
+                    chosen = Some(r);
+                }
+            }
+        }
+    }
+    Decision {
+        chosen: chosen.cloned(),
+        skipped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use release_manifest::Hex32;
+    use release_repo::Wave;
+
+    fn rel(board: &str, v: &str, start: u64, duration: u64) -> ReleaseEntry {
+        ReleaseEntry {
+            board: board.into(),
+            arch: "x86_64".into(),
+            version: Version::parse(v).unwrap(),
+            manifest: format!("releases/{board}/{v}/manifest.json"),
+            manifest_sha256: Hex32([0; 32]),
+            manifest_size: 1,
+            wave: Wave { start, duration },
+        }
+    }
+
+    #[test]
+    fn choice_table() {
+        let releases = vec![
+            rel("b", "1.0.0", 0, 0),
+            rel("b", "1.1.0", 0, 0),
+            rel("b", "1.2.0", 100, 100),
+            rel("other", "9.0.0", 0, 0),
+        ];
+        let mut failed = BTreeMap::new();
+        let v = Version::parse("1.0.0").unwrap();
+        fn view<'a>(
+            v: &'a Version,
+            seed: f64,
+            now: u64,
+            ignore_wave: bool,
+            failed: &'a BTreeMap<String, String>,
+        ) -> HostView<'a> {
+            HostView {
+                board: "b",
+                arch: "x86_64",
+                booted_version: v,
+                failed,
+                seed,
+                now,
+                ignore_wave,
+            }
+        }
+        let pick = |d: Decision| d.chosen.map(|c| c.version.to_string());
+        // (seed, now, ignore_wave) -> chosen
+        assert_eq!(
+            pick(choose(&releases, &view(&v, 0.0, 99, false, &failed))),
+            Some("1.1.0".into())
+        );
+        assert_eq!(
+            pick(choose(&releases, &view(&v, 0.0, 100, false, &failed))),
+            Some("1.2.0".into())
+        );
+        assert_eq!(
+            pick(choose(&releases, &view(&v, 0.5, 149, false, &failed))),
+            Some("1.1.0".into())
+        );
+        assert_eq!(
+            pick(choose(&releases, &view(&v, 0.5, 150, false, &failed))),
+            Some("1.2.0".into())
+        );
+        assert_eq!(
+            pick(choose(&releases, &view(&v, 0.9, 0, true, &failed))),
+            Some("1.2.0".into())
+        );
+        failed.insert("1.2.0".to_string(), "rolled back".to_string());
+        let d = choose(&releases, &view(&v, 0.0, 1000, false, &failed));
+        assert_eq!(pick(d.clone()), Some("1.1.0".into()));
+        assert!(d.skipped.iter().any(|s| s.version == "1.2.0"
+            && matches!(&s.skip, Skip::Failed { why } if why == "rolled back")));
+        assert!(
+            d.skipped
+                .iter()
+                .any(|s| s.version == "1.0.0" && s.skip == Skip::NotNewer)
+        );
+        assert!(!d.skipped.iter().any(|s| s.version == "9.0.0"));
+        failed.insert("1.1.0".to_string(), "x".to_string());
+        assert_eq!(
+            pick(choose(&releases, &view(&v, 0.0, 1000, false, &failed))),
+            None
+        );
+    }
+}

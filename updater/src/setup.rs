@@ -1,0 +1,116 @@
+//! Building an [`Agent`] from the host config and command-line overrides, shared
+//! by `cairn-updated` and `cairnctl`.
+
+use std::path::PathBuf;
+
+use disk_layout::Slot;
+use release_repo::Root;
+
+use crate::config::{self, UpdateConfig};
+use crate::http::{Http, HttpOptions};
+use crate::state::{self, StateDir};
+use crate::{Agent, Error, Host, Target, host};
+
+/// Overrides; `None` means the host default.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub url: Option<String>,
+    pub channel: Option<String>,
+    pub disk: Option<PathBuf>,
+    pub slot_a: Option<PathBuf>,
+    pub slot_b: Option<PathBuf>,
+    pub esp: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    pub keys: Option<PathBuf>,
+    pub os_release: Option<PathBuf>,
+    pub booted_slot: Option<Slot>,
+    pub seed: Option<f64>,
+}
+
+/// The agent and the effective settings.
+pub fn build(o: &Overrides) -> Result<(Agent, UpdateConfig), Error> {
+    let cfg_path = o
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::EFFECTIVE_CONFIG));
+    let mut cfg = UpdateConfig::load(&cfg_path)?;
+    if let Some(u) = &o.url {
+        cfg.url = Some(u.clone());
+    }
+    if let Some(c) = &o.channel {
+        cfg.channel = c.clone();
+    }
+    let state_dir = o
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR));
+    // With a test state dir, keep the seed there too unless the config says otherwise.
+    let seed_path = if o.state_dir.is_some() && cfg.wave_seed == UpdateConfig::default().wave_seed {
+        state_dir.join("wave-seed")
+    } else {
+        cfg.wave_seed.clone()
+    };
+    let host = Host::detect(
+        o.os_release
+            .as_deref()
+            .unwrap_or(std::path::Path::new(host::OS_RELEASE)),
+        o.keys
+            .as_deref()
+            .unwrap_or(std::path::Path::new(config::DEFAULT_KEYS)),
+        o.booted_slot,
+    )?;
+    let target = match (&o.disk, &o.slot_a, &o.slot_b) {
+        (Some(d), Some(a), Some(b)) => Target {
+            disk: d.clone(),
+            slot_a: a.clone(),
+            slot_b: b.clone(),
+            esp: esp(o),
+        },
+        (None, None, None) => {
+            let (disk, slot_a, slot_b) = host::detect_disk()?;
+            Target {
+                disk,
+                slot_a,
+                slot_b,
+                esp: esp(o),
+            }
+        }
+        _ => {
+            return Err(Error::Config(
+                "--disk, --slot-a and --slot-b go together (the GPT disk and both USR slots)"
+                    .into(),
+            ));
+        }
+    };
+    let root_path = o.root.clone().unwrap_or_else(|| cfg.root.clone());
+    let shipped_root = match std::fs::read(&root_path) {
+        Ok(b) => Some(Root::from_json(&b)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(format!("reading {}", root_path.display()), e)),
+    };
+    let seed = match o.seed {
+        Some(s) => s,
+        None => state::wave_seed(&seed_path)?,
+    };
+    let agent = Agent {
+        host,
+        target,
+        state: StateDir::new(state_dir),
+        http: Http::new(cfg.url.as_deref().unwrap_or(""), HttpOptions::default()),
+        channel: cfg.channel.clone(),
+        shipped_root,
+        seed,
+        clock: None,
+        ignore_wave: false,
+        stop_after_chunks: None,
+    };
+    Ok((agent, cfg))
+}
+
+fn esp(o: &Overrides) -> PathBuf {
+    o.esp
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_ESP))
+}

@@ -1,0 +1,97 @@
+//! cairnctl end to end against a loopback repository and a file-backed disk.
+
+use std::path::Path;
+use std::process::Command;
+
+use cairn_updater::fixture::{self, Server};
+
+fn cairnctl(dir: &Path, url: &str, args: &[&str]) -> (bool, String, String) {
+    let t = dir.join("host");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairnctl"))
+        .args(["--config", &dir.join("config.toml").display().to_string()])
+        .args(["--url", url])
+        .args(["--disk", &t.join("disk.img").display().to_string()])
+        .args(["--slot-a", &t.join("usr-a.img").display().to_string()])
+        .args(["--slot-b", &t.join("usr-b.img").display().to_string()])
+        .args(["--esp", &t.join("esp").display().to_string()])
+        .args(["--state-dir", &dir.join("state").display().to_string()])
+        .args(["--root", &dir.join("root.json").display().to_string()])
+        .args(["--keys", &dir.join("keys.json").display().to_string()])
+        .args([
+            "--os-release",
+            &dir.join("os-release").display().to_string(),
+        ])
+        .args(["--booted-slot", "a"])
+        .args(args)
+        .output()
+        .expect("run cairnctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn status_check_update_history_with_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rel = fixture::make_release(&dir.join("build"), "1.1.0", 300_000, 64 << 10, 3).unwrap();
+    let root = fixture::make_repo(&dir.join("repo"), &[&rel]).unwrap();
+    std::fs::write(dir.join("root.json"), root.to_json()).unwrap();
+    fixture::make_target(&dir.join("host"), 1 << 20).unwrap();
+    let key = fixture::build_key().public();
+    std::fs::write(
+        dir.join("keys.json"),
+        serde_json::json!([{"id": key.key_id(), "public": key.to_line().trim(), "development": true}])
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("os-release"),
+        format!(
+            "ID=cairn\nIMAGE_ID={}\nIMAGE_VERSION=1.0.0\n",
+            fixture::BOARD
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("config.toml"), "[update]\nchannel = \"stable\"\n").unwrap();
+    let server = Server::start(&dir.join("repo")).unwrap();
+
+    let (ok, out, err) = cairnctl(dir, &server.url, &["status"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("slot a: prio 1 tries 0 ok 1"), "{out}");
+    assert!(out.contains("DEVELOPMENT key"), "{out}");
+
+    let (ok, out, err) = cairnctl(dir, &server.url, &["--json", "check", "--now"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["chosen"]["version"], "1.1.0", "{out}");
+
+    let (ok, out, err) = cairnctl(dir, &server.url, &["update", "--now"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("reboot needed"), "{out}");
+    assert!(
+        err.contains("chunk"),
+        "plain progress lines when not a terminal: {err}"
+    );
+
+    let (ok, out, err) = cairnctl(dir, &server.url, &["--json", "status"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["slots"]["b"]["priority"], 2);
+    assert_eq!(v["reboot_needed"], true);
+
+    let (ok, out, _) = cairnctl(dir, &server.url, &["--json", "history"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["events"][0]["kind"], "installed");
+
+    // B has never booted successfully: no rollback to it.
+    let (ok, _, err) = cairnctl(dir, &server.url, &["rollback"]);
+    assert!(!ok);
+    assert!(
+        err.contains("does not hold an OS that booted successfully"),
+        "{err}"
+    );
+}
