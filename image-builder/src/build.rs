@@ -15,7 +15,6 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::board::{self, Board};
 use crate::derive::Seed;
 use crate::disk;
 use crate::fsimage::{self, Node};
@@ -23,6 +22,7 @@ use crate::progress::Progress;
 use crate::rootfs;
 use crate::stage;
 use crate::tools;
+use cairn_build::board::{self, Board};
 
 pub const DEV_KEY_SECRET: &str = "keys/cairn-DEVELOPMENT-ONLY.secret";
 const DEV_PUBLIC_LINE: &str = include_str!("../../keys/cairn-DEVELOPMENT-ONLY.public");

@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use disk_layout::{ALIGN_BYTES, Arch, GPT_ATTR_NO_AUTO, GPT_ATTR_READ_ONLY, Guid, Part};
 use gpt_slots::Attrs;
 
-use crate::board;
 use crate::derive::Seed;
+use cairn_build::board;
 
 const MIB: u64 = 1 << 20;
 

@@ -1,7 +1,6 @@
 //! cairn-build: turns a board config and a Debian package set into a Cairn disk
 //! image and a signed release.
 
-mod board;
 mod build;
 mod derive;
 mod disk;
@@ -15,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use cairn_build::board;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

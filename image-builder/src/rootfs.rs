@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::board::Board;
 use crate::tools::run;
+use cairn_build::board::Board;
 
 /// Paths mmdebstrap leaves out of the image.
 const EXCLUDES: &[&str] = &[
@@ -184,8 +184,8 @@ mod tests {
 
     #[test]
     fn key_depends_on_packages_not_their_order() {
-        let path = crate::board::boards_dir().join("qemu-x86_64.toml");
-        let mut b = crate::board::load(&path).unwrap();
+        let path = cairn_build::board::boards_dir().join("qemu-x86_64.toml");
+        let mut b = cairn_build::board::load(&path).unwrap();
         let k1 = key(&b);
         b.debian.packages.reverse();
         assert_eq!(key(&b), k1);

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::board::Board;
 use crate::tools::run;
+use cairn_build::board::Board;
 
 pub struct Staged {
     pub kver: String,

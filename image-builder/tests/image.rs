@@ -451,6 +451,53 @@ fn arm64_image_builds_with_aarch64_binaries() {
     );
 }
 
+/// Every shipped board's module names exist in (or are built into) the kernel
+/// its Debian kernel package installs: a typo or a driver Debian does not
+/// build fails here, not on a user's first build of that board.
+fn boards_resolve_against(b: &Built) {
+    let key = b.info["inputs"]["rootfs_key"].as_str().unwrap();
+    let kver = b.info["kernel"].as_str().unwrap();
+    let cache = std::env::var_os("CAIRN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cairn"));
+    let tar = cache.join("rootfs").join(format!("{key}.tar"));
+    let member = |name: &str| {
+        let out = Command::new("tar")
+            .arg("-xOf")
+            .arg(&tar)
+            .arg(format!("./usr/lib/modules/{kver}/{name}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name} not in {}", tar.display());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let index =
+        initrd_pack::ModuleIndex::parse(kver, &member("modules.dep"), &member("modules.builtin"))
+            .unwrap();
+    let dir = cairn_build::board::boards_dir();
+    let arch = b.info["arch"].as_str().unwrap();
+    let mut checked = 0;
+    for name in cairn_build::board::list(&dir) {
+        let board = cairn_build::board::load(&dir.join(format!("{name}.toml"))).unwrap();
+        if board.board.arch != arch {
+            continue;
+        }
+        let mut names = board.kernel.modules.clone();
+        names.extend(board.initramfs.modules.iter().cloned());
+        index
+            .resolve(&names)
+            .unwrap_or_else(|e| panic!("board {name}: {e}"));
+        checked += 1;
+    }
+    assert!(checked >= 2, "{checked} {arch} boards checked");
+}
+
+#[test]
+fn x86_64_boards_name_modules_the_kernel_has() {
+    let Some(b) = x86() else { return };
+    boards_resolve_against(b);
+}
+
 #[test]
 fn bad_input_gets_one_line_that_says_what_to_do() {
     let bin = env!("CARGO_BIN_EXE_cairn-build");

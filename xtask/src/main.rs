@@ -131,14 +131,17 @@ fn artifacts(arch: Arch) -> Result<()> {
         "--target",
         arch.uefi_target(),
     ]))?;
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "cairn-init",
-        "--target",
-        arch.musl_target(),
-    ]))?;
+    // Everything that runs on the host OS is a static musl binary.
+    sh(cargo()
+        .args(["build", "--release", "--target", arch.musl_target()])
+        .args([
+            "-p",
+            "cairn-init",
+            "-p",
+            "cairn-host",
+            "-p",
+            "cairn-updater",
+        ]))?;
     sh(cargo().args(["build", "--release", "-p", "cairn-build"]))
 }
 

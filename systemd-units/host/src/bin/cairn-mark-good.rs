@@ -1,0 +1,140 @@
+//! Boot counting, systemd style.
+//!
+//! `cairn-mark-good health` (cairn-health.service, before
+//! boot-complete.target): waits for the configured health checks; if they
+//! fail on a slot still on trial it reboots, so the boot manager's tries
+//! decide; on a slot that already passed it only reports (no reboot loop).
+//!
+//! `cairn-mark-good` (cairn-mark-good.service, after boot-complete.target):
+//! sets the booted slot successful with a crash-safe GPT commit.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result};
+use cairn_host::config::HostConfig;
+use cairn_host::health::{self, OnFailure, Outcome, SystemProbe};
+use cairn_host::slots::{self, Booted};
+use cairn_host::{log, paths};
+use gpt_slots::FileDevice;
+
+const USAGE: &str = "usage: cairn-mark-good [health]";
+
+fn mark_good() -> Result<()> {
+    let root = Path::new("/");
+    let booted = Booted::read(root)?;
+    let disk = booted.disk(root)?;
+    let mut dev =
+        FileDevice::open(&disk, true).with_context(|| format!("cannot open {}", disk.display()))?;
+    let m = slots::mark_good(&mut dev, booted.slot, booted.usr_partuuid)
+        .with_context(|| disk.display().to_string())?;
+    log::notice(&m.message(booted.slot));
+    Ok(())
+}
+
+/// The effective config cairn-config wrote; the defaults if there is none
+/// (cairn-config failed or did not run: the health gate must still work).
+fn health_config() -> HostConfig {
+    let p = Path::new("/").join(paths::EFFECTIVE_CONFIG);
+    let loaded = std::fs::read_to_string(&p)
+        .map_err(|e| e.to_string())
+        .and_then(|t| HostConfig::parse(&t, &p.display().to_string()).map_err(|e| e.to_string()));
+    loaded.unwrap_or_else(|e| {
+        log::warn(&format!("cairn-health: {e}; using the default checks"));
+        HostConfig::default()
+    })
+}
+
+fn write_result(line: &str) {
+    let p = Path::new("/").join(paths::HEALTH_RESULT);
+    if let Err(e) = std::fs::write(&p, format!("{line}\n")) {
+        log::warn(&format!("cairn-health: cannot write {}: {e}", p.display()));
+    }
+}
+
+fn health() -> ExitCode {
+    let h = health_config().health;
+    let what = if h.uses_default_check() {
+        "default check: multi-user.target active, no failed units".to_string()
+    } else {
+        format!("{} unit(s), {} command(s)", h.units.len(), h.commands.len())
+    };
+    log::info(&format!(
+        "cairn-health: settling {}s, then checking ({what}) for up to {}s",
+        h.settle_seconds, h.timeout_seconds
+    ));
+    let reasons = match health::wait_healthy(&h, &mut SystemProbe::new()) {
+        Outcome::Passed { after_seconds } => {
+            let line = format!("passed after {after_seconds}s ({what})");
+            log::notice(&format!("cairn-health: {line}"));
+            write_result(&line);
+            return ExitCode::SUCCESS;
+        }
+        Outcome::Failed { reasons } => reasons,
+    };
+    for r in &reasons {
+        log::err(&format!("cairn-health: failed: {r}"));
+    }
+    write_result(&format!("failed: {}", reasons.join("; ")));
+    let root = Path::new("/");
+    let booted = Booted::read(root);
+    let attrs = booted.as_ref().map_err(|e| format!("{e:#}")).and_then(|b| {
+        slots::read_booted_disk(root, b)
+            .map(|(_, a)| (b.slot, a.get(b.slot)))
+            .map_err(|e| format!("{e:#}"))
+    });
+    let (slot, a) = match &attrs {
+        Ok((s, a)) => (s.letter(), Some(*a)),
+        Err(e) => {
+            log::err(&format!(
+                "cairn-health: cannot read the booted slot's state: {e}"
+            ));
+            ("?", None)
+        }
+    };
+    match health::on_failure(a) {
+        OnFailure::Reboot => {
+            log::err(&format!(
+                "cairn-health: slot {slot} is on trial and unhealthy: rebooting so the boot manager's tries decide"
+            ));
+            // systemctl reboot queues the job and returns.
+            match Command::new("systemctl").arg("reboot").status() {
+                Ok(s) if s.success() => {}
+                Ok(s) => log::err(&format!("cairn-health: systemctl reboot: {s}")),
+                Err(e) => log::err(&format!("cairn-health: systemctl reboot: {e}")),
+            }
+        }
+        OnFailure::Stay => log::err(&format!(
+            "cairn-health: slot {slot} is already successful: not rebooting (that would only loop); fix the host or its health checks"
+        )),
+        OnFailure::StayUnknown => log::err("cairn-health: slot state unknown: not rebooting"),
+    }
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => match mark_good() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                log::err(&format!("cairn-mark-good: {e:#}"));
+                ExitCode::FAILURE
+            }
+        },
+        ["health"] => health(),
+        ["-h" | "--help"] => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,664 @@
+//! The host config (`config.toml`): parsing and validation.
+//!
+//! Validation is done by hand on a `toml::Table` rather than with serde
+//! derives, so every error names the exact key (`users[1].name`) and the
+//! source it came from; serde's messages name neither reliably.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use toml::{Table, Value};
+
+/// Defaults of the `[health]` section (DESIGN "Boot chain" point 4).
+pub const DEFAULT_SETTLE_SECONDS: u64 = 5;
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 180;
+/// Upper bounds: a typo like `settle_seconds = 50000` must not hold a slot
+/// on trial for half a day.
+pub const MAX_SETTLE_SECONDS: u64 = 3600;
+pub const MAX_TIMEOUT_SECONDS: u64 = 86400;
+
+/// Top-level keys, in the order they are documented.
+pub const TOP_KEYS: &[&str] = &["hostname", "users", "health", "update", "apps"];
+const USER_KEYS: &[&str] = &["name", "password_hash", "ssh_authorized_keys"];
+const HEALTH_KEYS: &[&str] = &["units", "commands", "settle_seconds", "timeout_seconds"];
+
+/// A validated host config. `update` and `apps` belong to other components
+/// and are kept as given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostConfig {
+    pub hostname: Option<String>,
+    pub users: Vec<User>,
+    pub health: Health,
+    pub update: Option<Table>,
+    pub apps: Vec<Table>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// A crypt(3) hash (or a `!`/`*` locked marker), never a clear password.
+    pub password_hash: Option<String>,
+    pub ssh_authorized_keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Units that must be active.
+    pub units: Vec<String>,
+    /// Commands (argv) that must exit 0.
+    pub commands: Vec<Vec<String>>,
+    /// Wait before the first check.
+    pub settle_seconds: u64,
+    /// Give up this long after the first check.
+    pub timeout_seconds: u64,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            units: Vec::new(),
+            commands: Vec::new(),
+            settle_seconds: DEFAULT_SETTLE_SECONDS,
+            timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+        }
+    }
+}
+
+impl Health {
+    /// No units and no commands: the default system check applies
+    /// (multi-user reached, no failed units).
+    pub fn uses_default_check(&self) -> bool {
+        self.units.is_empty() && self.commands.is_empty()
+    }
+}
+
+impl HostConfig {
+    /// Some user has SSH keys, so sshd must run.
+    pub fn wants_ssh(&self) -> bool {
+        self.users.iter().any(|u| !u.ssh_authorized_keys.is_empty())
+    }
+}
+
+/// A config error: where it came from, which key, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// `fw_cfg opt/cairn/config`, `/oem/config.toml`, …
+    pub origin: String,
+    /// Dotted key path (`users[0].name`); empty for syntax errors.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.origin, self.key, self.message)
+        }
+    }
+}
+
+/// Builds errors for one source.
+struct Ctx<'a> {
+    source: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: self.source.to_string(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn unknown_keys(&self, prefix: &str, t: &Table, known: &[&str]) -> Result<(), ConfigError> {
+        // BTreeMap order: the first unknown key alphabetically, so the
+        // message is deterministic.
+        match t.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(self.err(
+                &join(prefix, k),
+                format!("unknown key (known: {})", known.join(", ")),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn string(&self, key: &str, v: &Value) -> Result<String, ConfigError> {
+        match v {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(self.err(key, format!("expected a string, found {}", kind(other)))),
+        }
+    }
+
+    fn array<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Vec<Value>, ConfigError> {
+        match v {
+            Value::Array(a) => Ok(a),
+            other => Err(self.err(key, format!("expected an array, found {}", kind(other)))),
+        }
+    }
+
+    fn table<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Table, ConfigError> {
+        match v {
+            Value::Table(t) => Ok(t),
+            other => Err(self.err(key, format!("expected a table, found {}", kind(other)))),
+        }
+    }
+
+    fn strings(&self, key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
+        self.array(key, v)?
+            .iter()
+            .enumerate()
+            .map(|(i, e)| self.string(&format!("{key}[{i}]"), e))
+            .collect()
+    }
+
+    fn seconds(&self, key: &str, v: &Value, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let Value::Integer(n) = v else {
+            return Err(self.err(key, format!("expected an integer, found {}", kind(v))));
+        };
+        match u64::try_from(*n) {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(self.err(key, format!("{n} is out of range {min}..={max}"))),
+        }
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "a string",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Boolean(_) => "a boolean",
+        Value::Datetime(_) => "a datetime",
+        Value::Array(_) => "an array",
+        Value::Table(_) => "a table",
+    }
+}
+
+/// 1-based line of a byte offset, for syntax errors.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl HostConfig {
+    /// Parses and validates `text`; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<HostConfig, ConfigError> {
+        let cx = Ctx { source };
+        let table: Table = text.parse().map_err(|e: toml::de::Error| {
+            let at = e
+                .span()
+                .map(|s| format!("line {}: ", line_of(text, s.start)))
+                .unwrap_or_default();
+            // The message is one line; Display would add a multi-line snippet.
+            cx.err("", format!("{at}{}", e.message().trim()))
+        })?;
+        cx.unknown_keys("", &table, TOP_KEYS)?;
+        let mut cfg = HostConfig::default();
+        if let Some(v) = table.get("hostname") {
+            let h = cx.string("hostname", v)?;
+            check_hostname(&h).map_err(|m| cx.err("hostname", m))?;
+            cfg.hostname = Some(h);
+        }
+        if let Some(v) = table.get("users") {
+            let mut seen = BTreeSet::new();
+            for (i, u) in cx.array("users", v)?.iter().enumerate() {
+                let key = format!("users[{i}]");
+                let user = parse_user(&cx, &key, u)?;
+                if !seen.insert(user.name.clone()) {
+                    return Err(cx.err(
+                        &format!("{key}.name"),
+                        format!("user {:?} is listed twice", user.name),
+                    ));
+                }
+                cfg.users.push(user);
+            }
+        }
+        if let Some(v) = table.get("health") {
+            cfg.health = parse_health(&cx, cx.table("health", v)?)?;
+        }
+        if let Some(v) = table.get("update") {
+            cfg.update = Some(cx.table("update", v)?.clone());
+        }
+        if let Some(v) = table.get("apps") {
+            for (i, a) in cx.array("apps", v)?.iter().enumerate() {
+                cfg.apps.push(cx.table(&format!("apps[{i}]"), a)?.clone());
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The effective config as TOML, for /run/cairn/config.toml: defaults
+    /// filled in, so readers need not know them.
+    pub fn to_toml(&self) -> String {
+        let mut t = Table::new();
+        if let Some(h) = &self.hostname {
+            t.insert("hostname".into(), Value::String(h.clone()));
+        }
+        let strs = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
+        let users = self
+            .users
+            .iter()
+            .map(|u| {
+                let mut ut = Table::new();
+                ut.insert("name".into(), Value::String(u.name.clone()));
+                if let Some(p) = &u.password_hash {
+                    ut.insert("password_hash".into(), Value::String(p.clone()));
+                }
+                ut.insert("ssh_authorized_keys".into(), strs(&u.ssh_authorized_keys));
+                Value::Table(ut)
+            })
+            .collect();
+        t.insert("users".into(), Value::Array(users));
+        let mut h = Table::new();
+        h.insert("units".into(), strs(&self.health.units));
+        h.insert(
+            "commands".into(),
+            Value::Array(self.health.commands.iter().map(|c| strs(c)).collect()),
+        );
+        // Both are bounded far below i64::MAX by validation.
+        let int = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        h.insert("settle_seconds".into(), int(self.health.settle_seconds));
+        h.insert("timeout_seconds".into(), int(self.health.timeout_seconds));
+        t.insert("health".into(), Value::Table(h));
+        if let Some(u) = &self.update {
+            t.insert("update".into(), Value::Table(u.clone()));
+        }
+        t.insert(
+            "apps".into(),
+            Value::Array(self.apps.iter().cloned().map(Value::Table).collect()),
+        );
+        toml::to_string(&t).unwrap_or_default()
+    }
+}
+
+fn parse_user(cx: &Ctx, key: &str, v: &Value) -> Result<User, ConfigError> {
+    let t = cx.table(key, v)?;
+    cx.unknown_keys(key, t, USER_KEYS)?;
+    let name_key = format!("{key}.name");
+    let name = match t.get("name") {
+        Some(v) => cx.string(&name_key, v)?,
+        None => return Err(cx.err(&name_key, "missing (every user needs a name)")),
+    };
+    check_user_name(&name).map_err(|m| cx.err(&name_key, m))?;
+    let password_hash = match t.get("password_hash") {
+        Some(v) => {
+            let k = format!("{key}.password_hash");
+            let h = cx.string(&k, v)?;
+            check_password_hash(&h).map_err(|m| cx.err(&k, m))?;
+            Some(h)
+        }
+        None => None,
+    };
+    let ssh_authorized_keys = match t.get("ssh_authorized_keys") {
+        Some(v) => {
+            let k = format!("{key}.ssh_authorized_keys");
+            let keys = cx.strings(&k, v)?;
+            for (i, line) in keys.iter().enumerate() {
+                check_ssh_key(line).map_err(|m| cx.err(&format!("{k}[{i}]"), m))?;
+            }
+            keys
+        }
+        None => Vec::new(),
+    };
+    Ok(User {
+        name,
+        password_hash,
+        ssh_authorized_keys,
+    })
+}
+
+fn parse_health(cx: &Ctx, t: &Table) -> Result<Health, ConfigError> {
+    cx.unknown_keys("health", t, HEALTH_KEYS)?;
+    let mut h = Health::default();
+    if let Some(v) = t.get("units") {
+        h.units = cx.strings("health.units", v)?;
+        for (i, u) in h.units.iter().enumerate() {
+            check_unit_name(u).map_err(|m| cx.err(&format!("health.units[{i}]"), m))?;
+        }
+    }
+    if let Some(v) = t.get("commands") {
+        for (i, c) in cx.array("health.commands", v)?.iter().enumerate() {
+            let k = format!("health.commands[{i}]");
+            let argv = cx.strings(&k, c)?;
+            match argv.first() {
+                None => return Err(cx.err(&k, "empty command")),
+                Some(p) if !p.starts_with('/') => {
+                    // No PATH lookup at boot: say exactly what runs.
+                    return Err(cx.err(&k, format!("{p:?} must be an absolute path")));
+                }
+                Some(_) => {}
+            }
+            h.commands.push(argv);
+        }
+    }
+    if let Some(v) = t.get("settle_seconds") {
+        h.settle_seconds = cx.seconds("health.settle_seconds", v, 0, MAX_SETTLE_SECONDS)?;
+    }
+    if let Some(v) = t.get("timeout_seconds") {
+        h.timeout_seconds = cx.seconds("health.timeout_seconds", v, 1, MAX_TIMEOUT_SECONDS)?;
+    }
+    Ok(h)
+}
+
+/// RFC 1123 host name, at most 64 bytes (the kernel's limit).
+pub fn check_hostname(h: &str) -> Result<(), String> {
+    if h.is_empty() || h.len() > 64 {
+        return Err(format!("{h:?} must be 1 to 64 characters"));
+    }
+    for label in h.split('.') {
+        let ok = !label.is_empty()
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            return Err(format!(
+                "{h:?} is not a valid host name (letters, digits, '-' and '.')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The portable subset useradd accepts by default on Debian.
+pub fn check_user_name(n: &str) -> Result<(), String> {
+    let mut bytes = n.bytes();
+    let first_ok = matches!(bytes.next(), Some(b'a'..=b'z' | b'_'));
+    let rest_ok = bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+    if first_ok && rest_ok && n.len() <= 32 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{n:?} is not a valid user name ([a-z_][a-z0-9_-]*, at most 32)"
+        ))
+    }
+}
+
+/// A crypt(3) hash (`$id$...`) or a locked marker (`!`, `*`, `!$6$...`).
+pub fn check_password_hash(h: &str) -> Result<(), String> {
+    if h.contains([':', '\n', '\r']) || h.chars().any(char::is_whitespace) {
+        return Err("must not contain ':' or whitespace".into());
+    }
+    let unlocked = h.trim_start_matches('!');
+    if h == "*" || (h.starts_with('!') && unlocked.is_empty()) || unlocked.starts_with('$') {
+        Ok(())
+    } else {
+        Err("must be a crypt(3) hash such as \"$6$salt$...\" (openssl passwd -6), not a clear-text password".into())
+    }
+}
+
+/// One authorized_keys line: `[options] type base64 [comment]`.
+pub fn check_ssh_key(line: &str) -> Result<(), String> {
+    if line.contains(['\n', '\r']) {
+        return Err("must be a single line".into());
+    }
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let is_type = |f: &&str| {
+        f.starts_with("ssh-")
+            || f.starts_with("ecdsa-")
+            || f.starts_with("sk-ssh-")
+            || f.starts_with("sk-ecdsa-")
+    };
+    match fields.iter().position(is_type) {
+        Some(i) if i + 1 < fields.len() => Ok(()),
+        _ => Err("not an SSH public key line (\"ssh-ed25519 AAAA... comment\")".into()),
+    }
+}
+
+const UNIT_SUFFIXES: &[&str] = &[
+    "service",
+    "socket",
+    "target",
+    "mount",
+    "automount",
+    "timer",
+    "path",
+    "device",
+    "swap",
+    "slice",
+    "scope",
+];
+
+pub fn check_unit_name(u: &str) -> Result<(), String> {
+    let ok = u
+        .rsplit_once('.')
+        .is_some_and(|(stem, suffix)| !stem.is_empty() && UNIT_SUFFIXES.contains(&suffix))
+        && !u.contains('/')
+        && !u.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{u:?} is not a unit name (like \"systemd-networkd.service\")"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: &str = "test.toml";
+
+    fn err(text: &str) -> String {
+        match HostConfig::parse(text, SRC) {
+            Ok(c) => panic!("accepted {text:?}: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = r#"
+hostname = "cairn-test"
+[[users]]
+name = "root"
+password_hash = "$6$cairntest$abc"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3Nza c@d"]
+[[users]]
+name = "ops"
+[health]
+units = ["systemd-networkd.service"]
+commands = [["/usr/bin/true"]]
+settle_seconds = 5
+timeout_seconds = 180
+[update]
+url = "https://example.invalid/"
+anything = { nested = 1 }
+[[apps]]
+name = "web"
+image = "x"
+[[apps]]
+name = "db"
+"#;
+        let c = HostConfig::parse(text, SRC).expect("valid");
+        assert_eq!(c.hostname.as_deref(), Some("cairn-test"));
+        assert_eq!(c.users.len(), 2);
+        assert_eq!(
+            c.users[0].password_hash.as_deref(),
+            Some("$6$cairntest$abc")
+        );
+        assert!(c.users[1].ssh_authorized_keys.is_empty());
+        assert!(c.wants_ssh());
+        assert_eq!(c.health.units, ["systemd-networkd.service"]);
+        assert_eq!(c.health.commands, [["/usr/bin/true"]]);
+        assert!(!c.health.uses_default_check());
+        assert_eq!(c.apps.len(), 2);
+        assert!(
+            c.update
+                .as_ref()
+                .is_some_and(|u| u.contains_key("anything"))
+        );
+        // The effective config round-trips.
+        assert_eq!(HostConfig::parse(&c.to_toml(), "effective"), Ok(c));
+    }
+
+    #[test]
+    fn empty_config_is_defaults() {
+        let c = HostConfig::parse("", SRC).expect("valid");
+        assert_eq!(c, HostConfig::default());
+        assert!(c.health.uses_default_check());
+        assert_eq!(c.health.settle_seconds, 5);
+        assert_eq!(c.health.timeout_seconds, 180);
+        assert!(!c.wants_ssh());
+        assert_eq!(HostConfig::parse(&c.to_toml(), "effective"), Ok(c));
+    }
+
+    #[test]
+    fn valid_variants() {
+        for text in [
+            "hostname = \"a\"",
+            "hostname = \"node-1.example.com\"",
+            "[[users]]\nname = \"_svc\"\npassword_hash = \"!\"",
+            "[[users]]\nname = \"x\"\npassword_hash = \"*\"",
+            "[[users]]\nname = \"x\"\npassword_hash = \"!$6$s$h\"",
+            "[[users]]\nname = \"x\"\nssh_authorized_keys = [\"from=\\\"10.0.0.1\\\" ssh-rsa AAAA\"]",
+            "[[users]]\nname = \"x\"\nssh_authorized_keys = []",
+            "[health]\nsettle_seconds = 0\ntimeout_seconds = 1",
+            "[health]\ncommands = [[\"/bin/sh\", \"-c\", \"exit 0\"]]",
+            "[update]\n",
+            "apps = []",
+        ] {
+            if let Err(e) = HostConfig::parse(text, SRC) {
+                panic!("{text:?} refused: {e}");
+            }
+        }
+    }
+
+    /// (config, substrings the one-line error must contain)
+    #[test]
+    fn errors_name_the_key_and_the_source() {
+        let cases: &[(&str, &[&str])] = &[
+            ("hostnme = \"x\"", &["test.toml", "hostnme", "unknown key"]),
+            (
+                "hostname = 5",
+                &["hostname", "expected a string, found an integer"],
+            ),
+            (
+                "hostname = \"-bad\"",
+                &["hostname", "not a valid host name"],
+            ),
+            ("hostname = \"a_b\"", &["hostname"]),
+            (
+                &format!("hostname = \"{}\"", "a".repeat(65)),
+                &["hostname", "1 to 64"],
+            ),
+            ("users = 1", &["users", "expected an array"]),
+            ("users = [1]", &["users[0]", "expected a table"]),
+            (
+                "[[users]]\npassword_hash = \"$6$x\"",
+                &["users[0].name", "missing"],
+            ),
+            (
+                "[[users]]\nname = \"Root\"",
+                &["users[0].name", "not a valid user name"],
+            ),
+            (
+                "[[users]]\nname = \"a\"\n[[users]]\nname = \"a\"",
+                &["users[1].name", "twice"],
+            ),
+            (
+                "[[users]]\nname = \"a\"\nshell = \"/bin/sh\"",
+                &["users[0].shell", "unknown key"],
+            ),
+            (
+                "[[users]]\nname = \"a\"\npassword_hash = \"hunter2\"",
+                &["users[0].password_hash", "clear-text"],
+            ),
+            (
+                "[[users]]\nname = \"a\"\npassword_hash = \"$6$a:b\"",
+                &["users[0].password_hash"],
+            ),
+            (
+                "[[users]]\nname = \"a\"\nssh_authorized_keys = \"ssh-ed25519 AAAA\"",
+                &["users[0].ssh_authorized_keys", "expected an array"],
+            ),
+            (
+                "[[users]]\nname = \"a\"\nssh_authorized_keys = [\"AAAA\"]",
+                &["users[0].ssh_authorized_keys[0]", "not an SSH public key"],
+            ),
+            (
+                "[[users]]\nname = \"a\"\nssh_authorized_keys = [\"ssh-ed25519\"]",
+                &["ssh_authorized_keys[0]"],
+            ),
+            (
+                "[[users]]\nname = \"a\"\nssh_authorized_keys = [\"ssh-ed25519 AAAA\\nssh-rsa B\"]",
+                &["single line"],
+            ),
+            ("health = 1", &["health", "expected a table"]),
+            ("[health]\nunit = []", &["health.unit", "unknown key"]),
+            (
+                "[health]\nunits = [\"networkd\"]",
+                &["health.units[0]", "not a unit name"],
+            ),
+            (
+                "[health]\nunits = \"a.service\"",
+                &["health.units", "expected an array"],
+            ),
+            (
+                "[health]\ncommands = [[]]",
+                &["health.commands[0]", "empty command"],
+            ),
+            (
+                "[health]\ncommands = [\"/bin/true\"]",
+                &["health.commands[0]", "expected an array"],
+            ),
+            (
+                "[health]\ncommands = [[\"true\"]]",
+                &["health.commands[0]", "absolute path"],
+            ),
+            (
+                "[health]\ncommands = [[\"/bin/x\", 1]]",
+                &["health.commands[0][1]", "expected a string"],
+            ),
+            (
+                "[health]\nsettle_seconds = -1",
+                &["health.settle_seconds", "out of range"],
+            ),
+            (
+                "[health]\nsettle_seconds = 3601",
+                &["health.settle_seconds", "out of range"],
+            ),
+            (
+                "[health]\ntimeout_seconds = 0",
+                &["health.timeout_seconds", "out of range"],
+            ),
+            (
+                "[health]\ntimeout_seconds = \"60\"",
+                &["health.timeout_seconds", "expected an integer"],
+            ),
+            ("update = 1", &["update", "expected a table"]),
+            ("apps = [1]", &["apps[0]", "expected a table"]),
+            ("apps = {}", &["apps", "expected an array"]),
+            (
+                "hostname = \"x\"\nhostname = \"y\"",
+                &["test.toml", "line 2"],
+            ),
+            ("\n\nhostname = ", &["test.toml", "line 3"]),
+        ];
+        for (text, wants) in cases {
+            let e = err(text);
+            assert!(!e.contains('\n'), "multi-line error for {text:?}: {e}");
+            assert!(e.starts_with("test.toml: "), "{e}");
+            for w in *wants {
+                assert!(e.contains(w), "error for {text:?} lacks {w:?}: {e}");
+            }
+        }
+    }
+}
