@@ -13,7 +13,8 @@ pub fn run(name: &str) -> Result<()> {
     match name {
         "build" => build(),
         "boot" => boot(),
-        other => bail!("unknown benchmark {other:?}: try `build` or `boot`"),
+        "update" => update(),
+        other => bail!("unknown benchmark {other:?}: try `build`, `boot` or `update`"),
     }
 }
 
@@ -385,4 +386,146 @@ fn debian_variant(
             .arg(format!("seek={}", first * sector)),
     )?;
     Ok((initrd, disk))
+}
+
+/// Runs `cmd` to completion; returns (seconds, peak RSS in KiB) of that child
+/// alone (wait4 on its pid, not RUSAGE_CHILDREN, which includes cargo's).
+fn timed_rss(cmd: &mut Command) -> Result<(f64, i64)> {
+    let t = Instant::now();
+    let child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain syscall on our own child; rusage is a plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let secs = t.elapsed().as_secs_f64();
+    if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{:?} failed (wait status {status})", cmd.get_program());
+    }
+    Ok((secs, ru.ru_maxrss))
+}
+
+/// Applies a release with a 1 GiB /usr (CAIRN_BENCH_MIB overrides) from a
+/// loopback HTTP repository to a file-backed slot with the real cairnctl, and
+/// decompresses the same chunks with `zstd -d | dd oflag=direct` as the baseline.
+pub fn update() -> Result<()> {
+    use cairn_updater::fixture;
+    setup::setup()?;
+    let native = if cfg!(target_arch = "aarch64") {
+        Arch::Arm64
+    } else {
+        Arch::X86_64
+    };
+    artifacts(native)?;
+    let bin = root()
+        .join("target")
+        .join(native.musl_target())
+        .join("release");
+    let mib: u64 = std::env::var("CAIRN_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let dir = root().join("target/bench-update");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let e = |e: Box<dyn std::error::Error + Send + Sync>| anyhow::anyhow!("{e}");
+    let rel = fixture::make_release(
+        &dir.join("build"),
+        "2.0.0",
+        mib << 20,
+        release_manifest::DEFAULT_CHUNK_SIZE,
+        99,
+    )
+    .map_err(e)?;
+    let repo = dir.join("repo");
+    let root_meta = fixture::make_repo(&repo, &[&rel]).map_err(e)?;
+    std::fs::write(dir.join("root.json"), root_meta.to_json())?;
+    let key = fixture::build_key().public();
+    std::fs::write(
+        dir.join("keys.json"),
+        serde_json::json!([{"id": key.key_id(), "public": key.to_line().trim(), "development": true}]).to_string(),
+    )?;
+    std::fs::write(
+        dir.join("os-release"),
+        format!(
+            "ID=cairn\nIMAGE_ID={}\nIMAGE_VERSION=1.0.0\n",
+            fixture::BOARD
+        ),
+    )?;
+    std::fs::write(dir.join("config.toml"), "[update]\nchannel = \"stable\"\n")?;
+    let host = dir.join("host");
+    fixture::make_target(&host, (mib + mib / 64 + 8) << 20).map_err(e)?;
+    let server = fixture::Server::start(&repo)?;
+    let p = |x: &Path| x.display().to_string();
+    let (agent_s, agent_rss) = timed_rss(
+        Command::new(bin.join("cairnctl"))
+            .args([
+                "--config",
+                &p(&dir.join("config.toml")),
+                "--url",
+                &server.url,
+            ])
+            .args([
+                "--disk",
+                &p(&host.join("disk.img")),
+                "--slot-a",
+                &p(&host.join("usr-a.img")),
+            ])
+            .args([
+                "--slot-b",
+                &p(&host.join("usr-b.img")),
+                "--esp",
+                &p(&host.join("esp")),
+            ])
+            .args([
+                "--state-dir",
+                &p(&dir.join("state")),
+                "--root",
+                &p(&dir.join("root.json")),
+            ])
+            .args([
+                "--keys",
+                &p(&dir.join("keys.json")),
+                "--os-release",
+                &p(&dir.join("os-release")),
+            ])
+            .args(["--booted-slot", "a", "update", "--now"])
+            .stdout(std::process::Stdio::null()),
+    )?;
+
+    // Baseline: the same compressed bytes, in image order, decompressed and
+    // written with O_DIRECT.
+    let manifest = release_manifest::Manifest::from_json(&std::fs::read(
+        rel.join(release_manifest::MANIFEST_FILE),
+    )?)?;
+    let usr = manifest.image("usr")?;
+    let files: Vec<String> = usr.chunks.iter().map(|c| p(&repo.join(&c.file))).collect();
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(format!(
+            "cat \"$@\" | zstd -dcq | dd of={} bs=4M oflag=direct iflag=fullblock status=none",
+            p(&dir.join("baseline.img"))
+        ))
+        .arg("sh")
+        .args(&files);
+    let base_s = timed(&mut sh)?;
+    let bytes = usr.size as f64;
+
+    let agent_mbs = bytes / 1e6 / agent_s;
+    let base_mbs = bytes / 1e6 / base_s;
+    println!("release: {mib} MiB /usr in {} chunks", usr.chunks.len());
+    println!(
+        "cairnctl update (download, verify, write, fsync, read back, verity, flip): {agent_s:.1} s, {agent_mbs:.0} MB/s, peak RSS {:.1} MiB",
+        agent_rss as f64 / 1024.0
+    );
+    println!("baseline zstd -d | dd oflag=direct: {base_s:.1} s, {base_mbs:.0} MB/s");
+    println!(
+        "ratio agent/baseline: {:.2} (goal >= 0.9)",
+        agent_mbs / base_mbs
+    );
+    // cairn-updated only runs against a real host's paths: its idle RSS is read
+    // on a booted image (`grep VmRSS /proc/$(pidof cairn-updated)/status`).
+    Ok(())
 }
