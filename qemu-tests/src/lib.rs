@@ -10,6 +10,7 @@ pub mod artifacts;
 mod console;
 pub mod host;
 mod pattern;
+pub mod prep;
 mod qmp;
 pub mod runner;
 pub mod scenarios;
