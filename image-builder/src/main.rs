@@ -185,7 +185,7 @@ fn run(cli: Cli) -> Result<()> {
                 dev_key,
                 boot_efi,
                 init,
-                cache: cache.unwrap_or_else(rootfs::cache_dir),
+                cache: cache.unwrap_or_else(cairn_build::cache_dir),
                 epoch,
                 update_root,
             };

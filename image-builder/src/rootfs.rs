@@ -38,16 +38,6 @@ pub struct Rootfs {
     pub cached: bool,
 }
 
-pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CAIRN_CACHE") {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache"));
-    home.join(".cache/cairn")
-}
-
 /// The inputs that decide the tarball's content.
 pub fn key(board: &Board) -> String {
     let mut packages = board.debian.packages.clone();

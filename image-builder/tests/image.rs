@@ -243,9 +243,7 @@ fn erofs_is_clean_and_holds_the_rootfs_usr() {
 
     // The rootfs tarball the build used, from the cache.
     let key = b.info["inputs"]["rootfs_key"].as_str().unwrap();
-    let cache = std::env::var_os("CAIRN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cairn"));
+    let cache = cairn_build::cache_dir();
     let rootfs = dir.path().join("rootfs");
     std::fs::create_dir_all(&rootfs).unwrap();
     let (ok, text) = run(Command::new("tar")
@@ -457,9 +455,7 @@ fn arm64_image_builds_with_aarch64_binaries() {
 fn boards_resolve_against(b: &Built) {
     let key = b.info["inputs"]["rootfs_key"].as_str().unwrap();
     let kver = b.info["kernel"].as_str().unwrap();
-    let cache = std::env::var_os("CAIRN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/cairn"));
+    let cache = cairn_build::cache_dir();
     let tar = cache.join("rootfs").join(format!("{key}.tar"));
     let member = |name: &str| {
         let out = Command::new("tar")

@@ -150,7 +150,7 @@ fn mount_kernel_filesystems() -> Result<()> {
 /// later as a partition timeout or mount error whose message lists these
 /// failures.
 fn load_modules() -> Result<Vec<String>> {
-    let text = match fs::read_to_string(rootfs::MODULE_LIST) {
+    let text = match fs::read_to_string(Path::new("/").join(rootfs::MODULE_LIST)) {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             info(&format!("no {}: loading no modules", rootfs::MODULE_LIST));

@@ -9,7 +9,7 @@ pub const FACTORY_ETC: &str = "usr/share/factory/etc";
 pub const ETC_UPPER: &str = ".cairn/etc/upper";
 pub const ETC_WORK: &str = ".cairn/etc/work";
 /// Module load order written by initrd-pack (paths relative to `/`).
-pub const MODULE_LIST: &str = "/etc/cairn-modules";
+pub const MODULE_LIST: &str = disk_layout::initramfs::MODULE_LIST;
 /// Files for systemd units of the booted system (on the /run moved into it).
 pub const RUN_DIR: &str = "/run/cairn";
 pub const BOOTED_SLOT_FILE: &str = "/run/cairn/booted-slot";

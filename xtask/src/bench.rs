@@ -292,11 +292,7 @@ fn debian_variant(
     work: &Path,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let key = info["inputs"]["rootfs_key"].as_str().unwrap_or_default();
-    let cache = std::env::var_os("CAIRN_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cairn")
-        });
+    let cache = cairn_build::cache_dir();
     let tar = cache.join("rootfs").join(format!("{key}.tar"));
     let chroot = work.join("debian-root");
     std::fs::create_dir_all(&chroot)?;

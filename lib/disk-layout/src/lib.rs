@@ -353,6 +353,12 @@ pub mod host_config {
     pub const FW_CFG_NAME: &str = "opt/cairn/config";
 }
 
+/// The initramfs that cairn-build packs and cairn-init reads.
+pub mod initramfs {
+    /// Module load order, one path per line relative to the initramfs root.
+    pub const MODULE_LIST: &str = "etc/cairn-modules";
+}
+
 /// Filesystem labels of the partitions that carry one.
 pub mod fs_labels {
     pub const ESP: &str = "ESP";

@@ -29,7 +29,7 @@ pub use modules::{
 pub const ZSTD_LEVEL: i32 = 19;
 
 /// Path of the module load-order list inside the initramfs.
-pub const MODULE_LIST_PATH: &str = "etc/cairn-modules";
+pub const MODULE_LIST_PATH: &str = disk_layout::initramfs::MODULE_LIST;
 
 /// Empty directories every Cairn initramfs has (mount points for /init).
 pub const BASE_DIRS: [&str; 6] = ["dev", "etc", "proc", "sys", "run", "sysroot"];
