@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use disk_layout::{Guid, Slot};
+use disk_layout::{GPT_ATTR_NO_AUTO, Guid, Slot};
 use gpt_slots::{Attrs, BlockDevice, FileDevice, Gpt};
 
 use crate::paths;
@@ -139,13 +139,29 @@ where
     }
     let before = entry.attrs();
     let after = gpt_slots::mark_good(before);
-    if after == before {
+    // The committed slot is the current OS: it loses the DPS no-auto flag and
+    // the other slot gets it, so systemd-dissect and gpt-auto (which prefer
+    // the highest label) see the /usr that runs. Same commit, same crash safety.
+    let other = slot.other().part().number();
+    let other_bits = gpt
+        .entry(other)
+        .with_context(|| format!("the GPT has no {} entry", slot.other().part().label()))?
+        .attributes;
+    let new_bits = after.to_bits(entry.attributes) & !GPT_ATTR_NO_AUTO;
+    let new_other = other_bits | GPT_ATTR_NO_AUTO;
+    if new_bits == entry.attributes && new_other == other_bits {
         return Ok(Marked::Already(before));
     }
-    gpt.set_slot_attrs(n, after)
+    gpt.set_attributes(n, new_bits)
+        .map_err(io_err("cannot set the attributes"))?;
+    gpt.set_attributes(other, new_other)
         .map_err(io_err("cannot set the attributes"))?;
     gpt.commit(dev).map_err(io_err("cannot write the GPT"))?;
-    Ok(Marked::Changed { before, after })
+    Ok(if after == before {
+        Marked::Already(before)
+    } else {
+        Marked::Changed { before, after }
+    })
 }
 
 /// Opens the booted disk and reads both slots' attributes.
@@ -240,9 +256,10 @@ mod tests {
             "cairn-mark-good: slot b marked successful (prio 2 tries 2 ok 0 -> prio 2 tries 0 ok 1)"
         );
         drop(dev);
-        // cgpt -A prints the raw attribute word: prio 2, tries 0, successful.
+        // cgpt -A prints attribute bits 48-63: prio 2, tries 0, successful;
+        // the other slot, A, now carries no-auto (bit 63).
         assert_eq!(cgpt_show(&img, 3), "0x102");
-        assert_eq!(cgpt_show(&img, 2), "0x101");
+        assert_eq!(cgpt_show(&img, 2), "0x8101");
         let verify = Command::new("cgpt").arg("show").arg(&img).output()?;
         assert!(verify.status.success());
         let text = String::from_utf8_lossy(&verify.stdout);
