@@ -40,6 +40,142 @@ pub struct Board {
     pub initramfs: Initramfs,
     pub disk: Disk,
     pub outputs: Outputs,
+    /// Left out of the serialized board when empty, so boards without
+    /// preloads keep the seed (and so the image bytes) they had.
+    #[serde(default, skip_serializing_if = "Apps::is_empty")]
+    pub apps: Apps,
+}
+
+/// App images built into /usr (the base image ships none).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Apps {
+    /// `<OCI layout dir>:<image reference>`. After [`load`] the directory is
+    /// absolute: a relative one is taken from the board file that names it.
+    #[serde(default)]
+    pub preload: Vec<String>,
+}
+
+impl Apps {
+    pub fn is_empty(&self) -> bool {
+        self.preload.is_empty()
+    }
+}
+
+/// One image to preload: an OCI image layout and the name it is imported
+/// under on the host (the `image` of an app).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preload {
+    pub layout: PathBuf,
+    pub image: String,
+}
+
+/// Where preloaded layouts go in the image, under [`preload_name`] of their
+/// image (where cairn-config's `ensure-image` looks them up).
+pub const PRELOAD_DIR: &str = "usr/share/cairn/images";
+
+/// The reference with `:` as `+`: umoci and skopeo read `path:tag`, so the
+/// directory avoids `:`, and `+` never occurs in a reference. The same rule
+/// as systemd-units/host/src/units.rs `preload_name`.
+pub fn preload_name(image: &str) -> String {
+    image.replace(':', "+")
+}
+
+/// Parses `<dir>:<image>` (split at the first `:`; a relative dir is taken
+/// from `base`) and checks the layout. Errors are one line.
+pub fn parse_preload(spec: &str, base: &Path) -> Result<Preload, String> {
+    let Some((dir, image)) = spec.split_once(':') else {
+        return Err(format!("{spec:?} is not <OCI layout dir>:<image name:tag>"));
+    };
+    if dir.is_empty() {
+        return Err(format!("{spec:?}: the OCI layout directory is empty"));
+    }
+    check_image_name(image).map_err(|m| format!("{spec:?}: {m}"))?;
+    let layout = base.join(dir);
+    for f in ["oci-layout", "index.json"] {
+        if !layout.join(f).is_file() {
+            return Err(format!(
+                "{spec:?}: {} is not an OCI image layout (no {f}); make one with `skopeo copy docker://<image> oci:<dir>` or `cairn-run`'s registry",
+                layout.display()
+            ));
+        }
+    }
+    Ok(Preload {
+        layout,
+        image: image.to_string(),
+    })
+}
+
+/// A reference the host's store accepts as a path under [`PRELOAD_DIR`]:
+/// `[registry[:port]/]path[:tag|@sha256:hex]`, no empty, `.` or `..` parts.
+fn check_image_name(image: &str) -> Result<(), String> {
+    let ok = !image.is_empty()
+        && image.len() <= 255
+        && image
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+        && !image
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{image:?} is not an image reference like \"registry:5000/app:1\""
+        ))
+    }
+}
+
+impl Board {
+    /// The preloads (checked by [`load`]).
+    pub fn preloads(&self) -> Result<Vec<Preload>, String> {
+        self.apps
+            .preload
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                parse_preload(s, Path::new("/")).map_err(|m| format!("apps.preload[{i}] {m}"))
+            })
+            .collect()
+    }
+
+    /// Adds preloads given on the command line (`--preload-image DIR:IMAGE`,
+    /// a relative DIR taken from the current directory).
+    pub fn add_preloads(&mut self, specs: &[String]) -> Result<(), String> {
+        let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
+        for s in specs {
+            let p = parse_preload(s, &cwd).map_err(|m| format!("--preload-image {m}"))?;
+            self.apps.preload.push(preload_spec(&p)?);
+        }
+        self.check_preloads()
+    }
+
+    fn check_preloads(&self) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        for (i, p) in self.preloads()?.iter().enumerate() {
+            if !seen.insert(p.image.clone()) {
+                return Err(format!(
+                    "apps.preload[{i}]: image {:?} is preloaded twice",
+                    p.image
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn preload_spec(p: &Preload) -> Result<String, String> {
+    let dir = p
+        .layout
+        .to_str()
+        .filter(|d| !d.contains(':'))
+        .ok_or_else(|| {
+            format!(
+                "{}: the layout directory name must be UTF-8 without ':'",
+                p.layout.display()
+            )
+        })?;
+    Ok(format!("{dir}:{}", p.image))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -108,6 +244,15 @@ struct PartialFile {
     initramfs: Option<PartialInitramfs>,
     disk: Option<PartialDisk>,
     outputs: Option<PartialOutputs>,
+    apps: Option<PartialApps>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct PartialApps {
+    preload: Option<Vec<String>>,
+    preload_add: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,7 +376,8 @@ pub fn load(path: &Path) -> Result<Board, BoardError> {
             path: p.clone(),
             source,
         })?;
-        let table = parse_file(&p, &text)?;
+        let mut table = parse_file(&p, &text)?;
+        resolve_preloads(&p, &mut table)?;
         if let Some(parent) = table.get("extends").and_then(Value::as_str) {
             let dir = p.parent().unwrap_or(Path::new("."));
             next = Some(if parent.ends_with(".toml") {
@@ -265,6 +411,33 @@ pub fn load(path: &Path) -> Result<Board, BoardError> {
     }
     board.validate().map_err(invalid)?;
     Ok(board)
+}
+
+/// Makes the preload directories of one file absolute (relative to that
+/// file), before the merge forgets which file named them, and checks them.
+fn resolve_preloads(path: &Path, table: &mut Table) -> Result<(), BoardError> {
+    let Some(Value::Table(apps)) = table.get_mut("apps") else {
+        return Ok(());
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = base.canonicalize().unwrap_or(base);
+    for key in ["preload", "preload_add"] {
+        let Some(Value::Array(list)) = apps.get_mut(key) else {
+            continue;
+        };
+        for (i, v) in list.iter_mut().enumerate() {
+            let invalid = |message: String| BoardError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("apps.{key}[{i}] {message}"),
+            };
+            let Value::String(s) = v else {
+                return Err(invalid("must be a string".into()));
+            };
+            let p = parse_preload(s, &base).map_err(invalid)?;
+            *s = preload_spec(&p).map_err(invalid)?;
+        }
+    }
+    Ok(())
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<Table, BoardError> {
@@ -395,6 +568,7 @@ impl Board {
                 ));
             }
         }
+        self.check_preloads()?;
         if self.outputs.formats.is_empty() {
             return Err("outputs.formats is empty: list \"raw\" and/or \"qcow2\"".into());
         }
@@ -552,6 +726,131 @@ mod tests {
             let e = error_of(text);
             assert!(e.contains(needle), "{e:?} should mention {needle:?}");
             assert!(e.contains(".toml"), "{e:?} should name the file");
+            assert!(!e.contains('\n'), "{e:?} should be one line");
+        }
+    }
+
+    fn layout(dir: &Path) {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("oci-layout"), "{\"imageLayoutVersion\":\"1.0.0\"}").unwrap();
+        std::fs::write(
+            dir.join("index.json"),
+            "{\"schemaVersion\":2,\"manifests\":[]}",
+        )
+        .unwrap();
+    }
+
+    fn variant(dir: &Path, text: &str) -> PathBuf {
+        for f in ["base.toml", "qemu-x86_64.toml"] {
+            std::fs::copy(boards_dir().join(f), dir.join(f)).unwrap();
+        }
+        write(
+            dir,
+            "apps.toml",
+            &format!("extends = \"qemu-x86_64\"\n{text}"),
+        )
+    }
+
+    #[test]
+    fn a_board_with_preloads_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        layout(&d.join("web-oci"));
+        layout(&d.join("abs"));
+        let p = variant(
+            &d,
+            &format!(
+                "[apps]\npreload = [\"web-oci:10.0.2.2:5000/test/web:1\", \"{}:alpine:3\"]\n",
+                d.join("abs").display()
+            ),
+        );
+        let b = load(&p).unwrap();
+        assert_eq!(
+            b.preloads().unwrap(),
+            [
+                Preload {
+                    layout: d.join("web-oci"),
+                    image: "10.0.2.2:5000/test/web:1".into()
+                },
+                Preload {
+                    layout: d.join("abs"),
+                    image: "alpine:3".into()
+                },
+            ]
+        );
+        // Boards without preloads serialize as before (the build seed).
+        let plain = shipped("qemu-x86_64");
+        assert!(plain.apps.is_empty());
+        assert!(!serde_json::to_string(&plain).unwrap().contains("apps"));
+        // The build flag adds to them.
+        let mut b = b;
+        layout(&d.join("more"));
+        b.add_preloads(&[format!("{}:db:2", d.join("more").display())])
+            .unwrap();
+        assert_eq!(b.preloads().unwrap().len(), 3);
+        let e = b
+            .add_preloads(&[format!("{}:db:2", d.join("more").display())])
+            .unwrap_err();
+        assert!(e.contains("preloaded twice"), "{e}");
+        let e = b.add_preloads(&["/nonexistent:db:3".into()]).unwrap_err();
+        assert!(
+            e.starts_with("--preload-image") && e.contains("/nonexistent"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_preloads_name_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        layout(&dir.path().join("ok"));
+        let cases = [
+            (
+                "[apps]\npreload = [\"missing:web:1\"]\n",
+                "apps.preload[0]",
+                "not an OCI image layout",
+            ),
+            (
+                "[apps]\npreload = [\"ok\"]\n",
+                "apps.preload[0]",
+                "<OCI layout dir>:<image",
+            ),
+            (
+                "[apps]\npreload = [\":web:1\"]\n",
+                "apps.preload[0]",
+                "directory is empty",
+            ),
+            (
+                "[apps]\npreload = [\"ok:bad name\"]\n",
+                "apps.preload[0]",
+                "not an image reference",
+            ),
+            (
+                "[apps]\npreload = [\"ok:../x\"]\n",
+                "apps.preload[0]",
+                "not an image reference",
+            ),
+            (
+                "[apps]\npreload_add = [\"ok:a:1\", \"nope:b:1\"]\n",
+                "apps.preload_add[1]",
+                "nope",
+            ),
+            (
+                "[apps]\npreload = [\"ok:a:1\", \"ok:a:1\"]\n",
+                "apps.preload[1]",
+                "preloaded twice",
+            ),
+            (
+                "[apps]\npreload = \"ok:a:1\"\n",
+                "preload",
+                "expected a sequence",
+            ),
+            ("[apps]\nimages = []\n", "images", "unknown field"),
+        ];
+        for (text, key, needle) in cases {
+            let p = variant(dir.path(), text);
+            let e = load(&p).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(needle), "{text:?}: {e}");
+            assert!(e.contains("apps.toml"), "{e:?} should name the file");
             assert!(!e.contains('\n'), "{e:?} should be one line");
         }
     }

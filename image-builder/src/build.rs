@@ -24,16 +24,31 @@ use crate::stage;
 use crate::tools;
 use cairn_build::board::{self, Board};
 
-pub const DEV_KEY_SECRET: &str = "keys/cairn-DEVELOPMENT-ONLY.secret";
+pub use disk_layout::dev_key::SECRET as DEV_KEY_SECRET;
 const DEV_PUBLIC_LINE: &str = include_str!("../../keys/cairn-DEVELOPMENT-ONLY.public");
 
 /// Cairn's own programs in /usr: (cargo binary name, path in the image).
 pub const USR_BINARIES: &[(&str, &str)] = &[
     ("cairn-config", "usr/lib/cairn/cairn-config"),
     ("cairn-mark-good", "usr/lib/cairn/cairn-mark-good"),
+    (
+        "cairn-app-generator",
+        "usr/lib/systemd/system-generators/cairn-app-generator",
+    ),
     ("cairn-updated", "usr/lib/cairn/cairn-updated"),
     ("cairnctl", "usr/bin/cairnctl"),
 ];
+
+/// glibc programs (the image is Debian, so a gnu build runs there):
+/// cairn-run links libseccomp (the board installs libseccomp2).
+pub const USR_GNU_BINARIES: &[(&str, &str)] = &[("cairn-run", "usr/bin/cairn-run")];
+
+fn gnu_target(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "x86_64-unknown-linux-gnu",
+        Arch::Arm64 => "aarch64-unknown-linux-gnu",
+    }
+}
 
 pub struct Options {
     pub board: PathBuf,
@@ -46,6 +61,8 @@ pub struct Options {
     pub cache: PathBuf,
     pub epoch: Option<u64>,
     pub update_root: Option<PathBuf>,
+    /// `--preload-image DIR:IMAGE`: OCI layouts shipped in /usr.
+    pub preload_images: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,7 +95,10 @@ fn source_root() -> PathBuf {
 }
 
 pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
-    let board = board::load(&opts.board)?;
+    let mut board = board::load(&opts.board)?;
+    board
+        .add_preloads(&opts.preload_images)
+        .map_err(anyhow::Error::msg)?;
     let arch = board.arch();
     tools::require(tools::BUILD_TOOLS)?;
     check_foreign_arch(arch)?;
@@ -94,6 +114,11 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
     let usr_binaries: Vec<(PathBuf, &str)> = USR_BINARIES
         .iter()
         .map(|(name, dest)| Ok((artifact(None, arch.musl_target(), name, arch)?, *dest)))
+        .chain(
+            USR_GNU_BINARIES
+                .iter()
+                .map(|(name, dest)| Ok((artifact(None, gnu_target(arch), name, arch)?, *dest))),
+        )
         .collect::<Result<_>>()?;
     let out = prepare_out(&opts.out)?;
     let work = out.join(".cairn-build.tmp");

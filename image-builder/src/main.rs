@@ -60,6 +60,11 @@ enum Cmd {
         /// /usr/lib/cairn/update-root.json); without it the updater stays idle.
         #[arg(long)]
         update_root: Option<PathBuf>,
+        /// Ship an app image in /usr: an OCI layout directory and the image
+        /// name apps use (`DIR:NAME:TAG`); repeatable. Adds to the board's
+        /// `[apps] preload`.
+        #[arg(long = "preload-image", value_name = "DIR:IMAGE")]
+        preload_image: Vec<String>,
         /// Print a JSON summary on stdout at the end.
         #[arg(long)]
         json: bool,
@@ -180,6 +185,7 @@ fn run(cli: Cli) -> Result<()> {
             init,
             cache,
             update_root,
+            preload_image,
             json,
         } => {
             release_manifest::Version::parse(&version)
@@ -201,6 +207,7 @@ fn run(cli: Cli) -> Result<()> {
                 cache: cache.unwrap_or_else(cairn_build::cache_dir),
                 epoch,
                 update_root,
+                preload_images: preload_image,
             };
             let mut progress = progress::Progress::new(json);
             let summary = build::build(&opts, &mut progress)?;

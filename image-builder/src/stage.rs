@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::tools::run;
-use cairn_build::board::Board;
+use cairn_build::board::{Board, PRELOAD_DIR, Preload, preload_name};
 
 pub struct Staged {
     pub kver: String,
@@ -60,6 +60,10 @@ pub fn customize(root: &Path, board: &Board, files: &CairnFiles) -> Result<Stage
     let (modules_kept, modules_removed) = prune_modules(root, &kver, board)?;
     configure_etc(root, board, files)?;
     install_cairn_files(root, files)?;
+    let preloads = board
+        .preloads()
+        .map_err(|m| anyhow::anyhow!("board {}: {m}", board.board.name))?;
+    preload_images(root, &preloads)?;
     let top_symlinks = top_symlinks(root)?;
     // /var and everything else outside /usr is rebuilt on ROOT from a skeleton:
     // the dpkg database has no use on a host without a package manager (the
@@ -224,6 +228,28 @@ fn install_cairn_files(root: &Path, files: &CairnFiles) -> Result<()> {
     )
 }
 
+/// Copies each preloaded OCI layout to /usr/share/cairn/images/<image>/
+/// (`:` written as `+`),
+/// inside the verity-protected /usr: an app's first start imports it from
+/// there with `cairn-run import` instead of pulling.
+pub fn preload_images(root: &Path, preloads: &[Preload]) -> Result<()> {
+    for p in preloads {
+        let dst = root.join(PRELOAD_DIR).join(preload_name(&p.image));
+        if dst.exists() {
+            bail!(
+                "image {} is preloaded twice (second copy from {})",
+                p.image,
+                p.layout.display()
+            );
+        }
+        std::fs::create_dir_all(&dst)
+            .with_context(|| format!("cannot create {}", dst.display()))?;
+        copy_tree(&p.layout, &dst)
+            .with_context(|| format!("cannot preload {} from {}", p.image, p.layout.display()))?;
+    }
+    Ok(())
+}
+
 /// `systemctl --root` enable/disable/mask for each line of our preset file:
 /// explicit, so Debian's own preset defaults cannot change what a host runs.
 fn apply_presets(root: &Path, preset: &Path) -> Result<()> {
@@ -288,4 +314,37 @@ fn top_symlinks(root: &Path) -> Result<Vec<(String, String)>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preloads_land_under_their_image_name_in_usr() -> Result<()> {
+        let d = tempfile::tempdir()?;
+        let layout = d.path().join("web-oci");
+        std::fs::create_dir_all(layout.join("blobs/sha256"))?;
+        std::fs::write(
+            layout.join("oci-layout"),
+            "{\"imageLayoutVersion\":\"1.0.0\"}",
+        )?;
+        std::fs::write(layout.join("index.json"), "{}")?;
+        std::fs::write(layout.join("blobs/sha256/ab"), "blob")?;
+        let root = d.path().join("root");
+        let p = Preload {
+            layout: layout.clone(),
+            image: "10.0.2.2:5000/test/web:1".into(),
+        };
+        preload_images(&root, std::slice::from_ref(&p))?;
+        let dst = root.join("usr/share/cairn/images/10.0.2.2+5000/test/web+1");
+        assert_eq!(
+            std::fs::read_to_string(dst.join("blobs/sha256/ab"))?,
+            "blob"
+        );
+        assert!(dst.join("oci-layout").is_file() && dst.join("index.json").is_file());
+        let e = preload_images(&root, &[p]).unwrap_err().to_string();
+        assert!(e.contains("preloaded twice"), "{e}");
+        Ok(())
+    }
 }

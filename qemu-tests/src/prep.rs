@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The development signing key, relative to the workspace root.
-pub const DEV_KEY_SECRET: &str = "keys/cairn-DEVELOPMENT-ONLY.secret";
+pub use disk_layout::dev_key::SECRET as DEV_KEY_SECRET;
 
 /// Runs `cmd`, failing with its stderr unless it exits 0; returns stdout.
 fn run_tool(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
@@ -655,7 +655,7 @@ mod tests {
         with_dir("key", &[], |dir| {
             let key = dev_key(dir)?;
             let public = release_manifest::PublicKey::load_public(
-                workspace_root().join("keys/cairn-DEVELOPMENT-ONLY.public"),
+                workspace_root().join(disk_layout::dev_key::PUBLIC),
             )?;
             assert_eq!(key.public().to_bytes(), public.to_bytes());
             // The private copy is gone again.

@@ -21,6 +21,17 @@ pub const DEFAULT_PARALLEL: usize = 2;
 pub struct ImageSet {
     pub x86_64: Option<PathBuf>,
     pub arm64: Option<PathBuf>,
+    /// What the update scenarios need, per arch.
+    pub updates: Vec<(Arch, UpdateInputs)>,
+}
+
+/// The inputs of the update scenarios: a second build of the same board (its
+/// `release/` is what they publish) and the empty repository whose root.json
+/// the first image trusts.
+#[derive(Clone, Debug)]
+pub struct UpdateInputs {
+    pub v2: PathBuf,
+    pub repo: PathBuf,
 }
 
 impl ImageSet {
@@ -29,6 +40,18 @@ impl ImageSet {
             Arch::X86_64 => self.x86_64.as_deref(),
             Arch::Arm64 => self.arm64.as_deref(),
         }
+    }
+
+    pub fn update(&self, arch: Arch) -> Option<&UpdateInputs> {
+        self.updates
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map(|(_, u)| u)
+    }
+
+    pub fn set_update(&mut self, arch: Arch, inputs: UpdateInputs) {
+        self.updates.retain(|(a, _)| *a != arch);
+        self.updates.push((arch, inputs));
     }
 }
 

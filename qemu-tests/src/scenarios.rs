@@ -4,6 +4,21 @@ use crate::runner::Scenario;
 use disk_layout::Arch;
 
 pub mod boot_chain;
+pub mod update;
+
+/// Versions of the two builds the update scenarios use.
+pub const V1: &str = "1.0.0";
+pub const V2: &str = "2.0.0";
+
+/// Scenarios that need the v2 build and the test repository.
+const UPDATE_SCENARIOS: &[&str] = &[
+    "update",
+    "rollback-bad-kernel",
+    "rollback-health-check",
+    "rollback-verity",
+    "power-cut",
+    "tamper",
+];
 
 const BOTH: &[Arch] = &[Arch::X86_64, Arch::Arm64];
 
@@ -28,7 +43,52 @@ static SCENARIOS: &[Scenario] = &[
         arches: BOTH,
         run: boot_chain::verity_corruption,
     },
+    Scenario {
+        name: "update",
+        arches: BOTH,
+        run: update::update,
+    },
+    Scenario {
+        name: "rollback-bad-kernel",
+        arches: BOTH,
+        run: update::rollback_bad_kernel,
+    },
+    Scenario {
+        name: "rollback-health-check",
+        arches: BOTH,
+        run: update::rollback_health_check,
+    },
+    Scenario {
+        name: "rollback-verity",
+        arches: BOTH,
+        run: update::rollback_verity,
+    },
+    Scenario {
+        name: "power-cut",
+        arches: BOTH,
+        run: update::power_cut,
+    },
+    Scenario {
+        name: "tamper",
+        arches: BOTH,
+        run: update::tamper,
+    },
 ];
+
+/// Whether running `names` (all scenarios of `arch` when empty) needs the
+/// update inputs.
+pub fn need_update_release(names: &[String], arch: Arch) -> bool {
+    let chosen: Vec<&str> = if names.is_empty() {
+        SCENARIOS
+            .iter()
+            .filter(|s| s.arches.contains(&arch))
+            .map(|s| s.name)
+            .collect()
+    } else {
+        names.iter().map(String::as_str).collect()
+    };
+    chosen.iter().any(|n| UPDATE_SCENARIOS.contains(n))
+}
 
 /// All scenarios, in the order they are run and reported.
 pub fn registry() -> &'static [Scenario] {

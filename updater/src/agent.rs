@@ -13,6 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::http::Http;
+use crate::pipeline::{self, UsrJob};
 use crate::plan::{self, Decision, HostView};
 use crate::state::{self, History, Phase, Progress, StateDir};
 use crate::target::{SlotAttrs, Target};
@@ -153,6 +154,12 @@ impl Agent {
 
     /// Fetches and verifies the metadata and decides what to install.
     pub fn check(&self) -> Result<CheckOutcome, Error> {
+        self.check_with(self.ignore_wave)
+    }
+
+    /// [`Agent::check`], ignoring the rollout wave for this call only (the
+    /// service shares one agent between D-Bus callers).
+    pub fn check_with(&self, ignore_wave: bool) -> Result<CheckOutcome, Error> {
         let root = self.refresh_root()?;
         let path = channel_path(&self.channel);
         let doc = self.http.get(&path, MAX_METADATA, None)?;
@@ -172,7 +179,7 @@ impl Agent {
             failed: &history.failed,
             seed: self.seed,
             now: self.now(),
-            ignore_wave: self.ignore_wave,
+            ignore_wave,
         };
         Ok(CheckOutcome {
             root_version: root.version,
@@ -195,7 +202,7 @@ impl Agent {
         m.check_expiry(self.now())
             .map_err(|source| Error::Release {
                 what: entry.manifest.clone(),
-                source,
+                cause: source,
             })?;
         Ok(m)
     }
@@ -207,7 +214,7 @@ impl Agent {
             .verify(&compressed)
             .map_err(|source| Error::Release {
                 what: chunk.file.clone(),
-                source,
+                cause: source,
             })
     }
 
@@ -226,7 +233,7 @@ impl Agent {
         if Sha256::digest(&out)[..] != image.sha256.0 {
             return Err(Error::Release {
                 what: image.name.clone(),
-                source: release_manifest::Error::ImageSha256(image.name.clone()),
+                cause: release_manifest::Error::ImageSha256(image.name.clone()),
             });
         }
         Ok(out)
@@ -250,11 +257,13 @@ impl Agent {
         let manifest_sha256 = Hex32(entry.manifest_sha256.0);
         let usr = manifest.image("usr").map_err(|source| Error::Release {
             what: entry.manifest.clone(),
-            source,
+            cause: source,
         })?;
         let verity = usr.verity.ok_or_else(|| {
             Error::BadRelease("the usr image has no dm-verity tree; refusing it".into())
         })?;
+        // Kept so that a rollback can later tell on-disk corruption apart.
+        crate::diagnose::remember(&self.state.dir, &verity)?;
         let mut outcome = ApplyOutcome {
             version: entry.version.to_string(),
             slot: slot.letter().into(),
@@ -279,7 +288,7 @@ impl Agent {
             outcome.already_installed = true;
             return Ok(outcome);
         }
-        let mut writer = self.target.open_slot_for_write(slot, booted)?;
+        let writer = self.target.open_slot_for_write(slot, booted)?;
         if writer.capacity() < usr.size {
             return Err(Error::SlotTooSmall {
                 slot: slot.letter(),
@@ -317,23 +326,34 @@ impl Agent {
             slot.letter(),
             usr.chunks.len()
         )));
-        let mut written_this_run = 0u64;
-        for chunk in &usr.chunks[start as usize..] {
-            let plain = self.fetch_chunk(chunk)?;
-            writer.write_durable(chunk.offset, &plain)?;
-            progress.chunks_verified = chunk.index + 1;
-            self.state.set_progress(Some(&progress))?;
-            report(Event::Chunk {
-                index: chunk.index,
-                total: outcome.chunks_total,
-                bytes_done: chunk.offset + chunk.size,
-                bytes_total: usr.size,
-            });
-            written_this_run += 1;
-            if self.stop_after_chunks == Some(written_this_run) {
-                return Err(Error::Interrupted(written_this_run));
+        // Download, write, read back and verify (dm-verity included) in one
+        // pipelined pass; see `pipeline` for what is checked where.
+        let job = UsrJob {
+            http: &self.http,
+            image: usr,
+            verity: verity.to_info(),
+            start,
+            stop_after: self.stop_after_chunks,
+            slot: slot.letter(),
+        };
+        let written = pipeline::write_usr(
+            &job,
+            &writer,
+            &mut |through| {
+                progress.chunks_verified = through;
+                self.state.set_progress(Some(&progress))
+            },
+            report,
+        );
+        if let Err(e) = written {
+            if matches!(e, Error::ReadBack(_)) {
+                // Start over next time: the recorded chunks are not what is on disk.
+                progress.chunks_verified = 0;
+                self.state.set_progress(Some(&progress))?;
             }
+            return Err(e);
         }
+        drop(writer);
 
         report(Event::Phase("writing boot files".into()));
         let mut files = Vec::new();
@@ -345,7 +365,7 @@ impl Agent {
         ] {
             let image = manifest.image(name).map_err(|source| Error::Release {
                 what: entry.manifest.clone(),
-                source,
+                cause: source,
             })?;
             files.push((name, self.fetch_small_image(image)?));
         }
@@ -361,26 +381,6 @@ impl Agent {
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
         self.target
             .write_boot_files(slot, booted, &refs, &self.host.key_bytes())?;
-
-        report(Event::Phase("reading the slot back".into()));
-        let readback = (|| {
-            let sha = self.target.slot_sha256(slot, usr.size)?;
-            if sha != usr.sha256.0 {
-                return Err(Error::ReadBack(format!(
-                    "slot {} does not hold the image's sha256 {}",
-                    slot.letter(),
-                    usr.sha256
-                )));
-            }
-            verity_tree::verify(writer.file_mut(), &verity.to_info())
-                .map_err(|e| Error::ReadBack(format!("dm-verity: {e}")))
-        })();
-        if let Err(e) = readback {
-            // Start over next time: the recorded chunks are not what is on disk.
-            progress.chunks_verified = 0;
-            self.state.set_progress(Some(&progress))?;
-            return Err(e);
-        }
 
         // Step 3: verified, now bootable with 3 tries.
         report(Event::Phase(format!(
@@ -442,9 +442,11 @@ impl Agent {
                 slot.letter()
             ));
         } else if !attrs.successful && (attrs.tries == 0 || attrs.priority == 0) {
-            let why = format!(
-                "rolled back: slot {} used up its tries without passing its health checks",
-                slot.letter()
+            let why = crate::diagnose::rollback_reason(
+                &self.state.dir,
+                slot,
+                self.target.slot_path(slot),
+                p.version.as_str(),
             );
             history.failed.insert(p.version.to_string(), why.clone());
             history.push(self.event("rolled-back", p.version.as_str(), slot, why.clone()));
@@ -460,6 +462,7 @@ impl Agent {
         }
         self.state.set_history(&history)?;
         self.state.set_progress(None)?;
+        crate::diagnose::forget(&self.state.dir);
         Ok(notes)
     }
 

@@ -290,6 +290,9 @@ pub struct Faults {
     pub stall: AtomicBool,
     /// Append this many garbage bytes to every body whose path contains the text.
     pub extra: Mutex<Option<(String, u64)>>,
+    /// Flip one byte in the middle of every body whose path contains the text
+    /// (same size: only the hash can tell).
+    pub corrupt: Mutex<Option<String>>,
     /// Body bytes sent.
     pub sent: AtomicU64,
     /// Requests served, with their Range header.
@@ -365,6 +368,14 @@ fn serve(stream: TcpStream, root: &Path, f: &Faults) -> std::io::Result<()> {
         && path.contains(needle.as_str())
     {
         body.extend(std::iter::repeat_n(b'x', *n as usize));
+    }
+    if let Ok(corrupt) = f.corrupt.lock()
+        && let Some(needle) = corrupt.as_ref()
+        && path.contains(needle.as_str())
+        && !body.is_empty()
+    {
+        let mid = body.len() / 2;
+        body[mid] ^= 0xff;
     }
     let total = body.len() as u64;
     let (status, start) = match range {

@@ -115,17 +115,31 @@ impl Http {
     /// GETs `path`: exactly `exact` bytes if given (resuming a broken transfer
     /// with Range), otherwise up to `max`.
     pub fn get(&self, path: &str, max: u64, exact: Option<u64>) -> Result<Vec<u8>, FetchError> {
+        let mut buf = Vec::with_capacity(exact.unwrap_or(0).min(128 << 20) as usize);
+        self.get_into(path, max, exact, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`Http::get`] into `buf` (cleared first), so a caller fetching many
+    /// chunks reuses one allocation instead of faulting in fresh pages each time.
+    pub fn get_into(
+        &self,
+        path: &str,
+        max: u64,
+        exact: Option<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), FetchError> {
         let url = self.url(path);
         let max = exact.unwrap_or(max);
-        let mut buf = Vec::with_capacity(exact.unwrap_or(0).min(128 << 20) as usize);
+        buf.clear();
         let mut last = String::new();
         let mut stalled = false;
         for attempt in 1..=self.opts.attempts.max(1) {
             if attempt > 1 {
                 std::thread::sleep(self.opts.retry_pause);
             }
-            match self.attempt(&url, max, exact.is_some(), &mut buf)? {
-                Attempt::Done => return Ok(buf),
+            match self.attempt(&url, max, exact.is_some(), buf)? {
+                Attempt::Done => return Ok(()),
                 Attempt::Broken(why, timeout) => {
                     last = why;
                     stalled = timeout;
@@ -204,14 +218,21 @@ impl Http {
         // One byte more than allowed tells "too long" apart from "exactly right".
         let limit = (max + 1).saturating_sub(start);
         let mut reader = resp.body_mut().as_reader().take(limit);
-        let mut piece = vec![0u8; 256 << 10];
-        loop {
-            match reader.read(&mut piece) {
-                Ok(0) => break,
+        // Read straight into `buf` (no second copy of every byte). Its length
+        // runs ahead of `filled` by up to one step, so each byte is zeroed once.
+        let mut filled = buf.len();
+        let outcome = loop {
+            if filled == buf.len() {
+                let room = (max + 1).saturating_sub(filled as u64).clamp(1, 1 << 20);
+                buf.resize(filled + room as usize, 0);
+            }
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break None,
                 Ok(n) => {
+                    filled += n;
                     self.received.fetch_add(n as u64, Ordering::Relaxed);
-                    buf.extend_from_slice(&piece[..n]);
-                    if buf.len() as u64 > max {
+                    if filled as u64 > max {
+                        buf.truncate(filled);
                         return Err(FetchError::TooLarge {
                             url: url.into(),
                             max,
@@ -221,9 +242,13 @@ impl Http {
                 Err(e) => {
                     let timeout = e.kind() == std::io::ErrorKind::TimedOut
                         || e.to_string().to_lowercase().contains("timeout");
-                    return Ok(Attempt::Broken(e.to_string(), timeout));
+                    break Some(Attempt::Broken(e.to_string(), timeout));
                 }
             }
+        };
+        buf.truncate(filled);
+        if let Some(broken) = outcome {
+            return Ok(broken);
         }
         if exact && (buf.len() as u64) < max {
             // The server closed early: resume from here on the next attempt.

@@ -11,15 +11,17 @@
 //!    the pinned sha256 and its build signature), then
 //!    * mark the inactive slot (0,0,0) with a crash-safe GPT commit **before**
 //!      writing anything;
-//!    * stream the usr chunks: exact-size download (Range resume after a broken
-//!      connection), zsize/zsha256 checked before decompressing, decompression
-//!      capped at the signed size, sha256 checked, positioned write, fsync, then
-//!      `progress.json` records the chunk (so a restart resumes at the first chunk
-//!      not yet verified);
+//!    * stream the usr chunks through [`pipeline`]: exact-size download (Range
+//!      resume after a broken connection), zsize/zsha256 checked before
+//!      decompressing, decompression capped at the signed size, O_DIRECT write,
+//!      read back from the device and compared, dm-verity hashed on the way;
+//!      every 64 MiB (or second) an fdatasync, then `progress.json` records the chunks it
+//!      covers (so a restart resumes at the first chunk not known to be durable,
+//!      after re-checking the earlier ones against their signed sha256);
+//!    * the slot's dm-verity tree, recomputed from the bytes read back
+//!      ([`verity::VerityStream`]), must give the signed root hash;
 //!    * boot files: `cairn/<slot>/*.tmp`, fsync, read back and check `boot.sig`
 //!      against the host's trusted keys, rename, fsync the folder;
-//!    * read the whole slot back from the device and check the image sha256 and
-//!      the dm-verity tree against the manifest;
 //!    * only then (2,3,0) via `gpt_slots::mark_updated` and a crash-safe commit.
 //!
 //!    Nothing unverified is ever made bootable, and the booted slot's data and
@@ -29,18 +31,26 @@
 //!    `history.json` and is never installed again (Flatcar #1924); a pending slot
 //!    that booted and was marked successful is recorded as a success.
 //!
+//! `cairn-updated` serves the agent on the system bus ([`dbus`]: Status, Check,
+//! Update, Rollback, History, Progress and StateChanged signals); `cairnctl`
+//! talks to it there, or runs the agent in-process with explicit paths.
+//!
 //! Pure decisions ([`plan`], [`config::Window`], wave math in `release-repo`) are
 //! separate from I/O so they are table-tested.
 
 pub mod agent;
 pub mod config;
+pub mod dbus;
+pub mod diagnose;
 pub mod host;
 pub mod http;
 pub mod notify;
+pub mod pipeline;
 pub mod plan;
 pub mod setup;
 pub mod state;
 pub mod target;
+pub mod verity;
 
 #[cfg(feature = "bench")]
 pub mod fixture;
@@ -58,21 +68,18 @@ pub enum Error {
     State(String),
     #[error("host: {0}")]
     Host(String),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The cause is part of the message and deliberately not a `source()`:
+    // callers print anyhow chains, which would repeat it.
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
     #[error(transparent)]
     Fetch(#[from] http::FetchError),
     #[error(transparent)]
     Repo(#[from] release_repo::Error),
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Release {
         what: String,
-        #[source]
-        source: release_manifest::Error,
+        cause: release_manifest::Error,
     },
     #[error("GPT: {0}")]
     Gpt(String),
@@ -100,7 +107,7 @@ impl Error {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io {
             what: what.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -114,3 +114,82 @@ fn esp(o: &Overrides) -> PathBuf {
         .clone()
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_ESP))
 }
+
+/// The path and repository options shared by `cairnctl` and `cairn-updated`
+/// (tests and the benchmark point both at fixture files with them).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OverrideArgs {
+    /// Host config to read the update table from (default /run/cairn/config.toml).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Repository URL (overrides url in the update table).
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    #[arg(long, global = true)]
+    pub channel: Option<String>,
+    /// Disk (or image) holding the GPT; needs --slot-a and --slot-b.
+    #[arg(long, global = true)]
+    pub disk: Option<PathBuf>,
+    #[arg(long, global = true)]
+    pub slot_a: Option<PathBuf>,
+    #[arg(long, global = true)]
+    pub slot_b: Option<PathBuf>,
+    /// The mounted ESP (default /efi).
+    #[arg(long, global = true)]
+    pub esp: Option<PathBuf>,
+    /// Agent state (default /var/lib/cairn/updater).
+    #[arg(long, global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// Trusted repository root (default /usr/lib/cairn/update-root.json).
+    #[arg(long, global = true)]
+    pub root: Option<PathBuf>,
+    /// keys.json with the trusted release keys (default /usr/lib/cairn/keys.json).
+    #[arg(long, global = true)]
+    pub keys: Option<PathBuf>,
+    #[arg(long, global = true)]
+    pub os_release: Option<PathBuf>,
+    /// The booted slot (default: what cairn-init recorded in /run/cairn).
+    #[arg(long, global = true, value_parser = parse_slot)]
+    pub booted_slot: Option<Slot>,
+}
+
+fn parse_slot(s: &str) -> Result<Slot, String> {
+    Slot::from_letter(s).ok_or_else(|| format!("{s:?} is not a slot (a or b)"))
+}
+
+impl OverrideArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            url: self.url.clone(),
+            channel: self.channel.clone(),
+            disk: self.disk.clone(),
+            slot_a: self.slot_a.clone(),
+            slot_b: self.slot_b.clone(),
+            esp: self.esp.clone(),
+            state_dir: self.state_dir.clone(),
+            root: self.root.clone(),
+            keys: self.keys.clone(),
+            os_release: self.os_release.clone(),
+            booted_slot: self.booted_slot,
+            seed: None,
+        }
+    }
+
+    /// Whether any option points away from the host's own paths: `cairnctl`
+    /// then runs the agent itself instead of asking the service.
+    pub fn any(&self) -> bool {
+        self.config.is_some()
+            || self.url.is_some()
+            || self.channel.is_some()
+            || self.disk.is_some()
+            || self.slot_a.is_some()
+            || self.slot_b.is_some()
+            || self.esp.is_some()
+            || self.state_dir.is_some()
+            || self.root.is_some()
+            || self.keys.is_some()
+            || self.os_release.is_some()
+            || self.booted_slot.is_some()
+    }
+}

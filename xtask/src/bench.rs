@@ -265,7 +265,7 @@ pub fn boot() -> Result<()> {
 
 fn release_key() -> Result<release_manifest::PublicKey> {
     Ok(release_manifest::PublicKey::load_public(
-        root().join("keys/cairn-DEVELOPMENT-ONLY.public"),
+        root().join(disk_layout::dev_key::PUBLIC),
     )?)
 }
 

@@ -155,6 +155,11 @@ fn board_arch(board: &str) -> Arch {
 
 /// Builds `board` into `out` with the development key; returns `out`.
 fn build_image(board: &str, out: &Path) -> Result<PathBuf> {
+    build_image_with(board, out, &[])
+}
+
+/// [`build_image`] with extra `cairn-build build` arguments.
+fn build_image_with(board: &str, out: &Path, extra: &[&str]) -> Result<PathBuf> {
     let arch = board_arch(board);
     if arch == Arch::Arm64 {
         setup::binfmt_arm64()?;
@@ -162,7 +167,8 @@ fn build_image(board: &str, out: &Path) -> Result<PathBuf> {
     artifacts(arch)?;
     sh(Command::new(root().join("target/release/cairn-build"))
         .args(["build", "--dev-key", "--board", board, "--out"])
-        .arg(out))?;
+        .arg(out)
+        .args(extra))?;
     Ok(out.to_path_buf())
 }
 
@@ -185,15 +191,68 @@ fn test(no_vm: bool) -> Result<()> {
     vmtest(&["boot".to_string()], Arch::Arm64, true)
 }
 
-/// The image VM scenarios boot, built with the development key.
-pub fn test_image(arch: Arch, build: bool) -> Result<PathBuf> {
-    let board = match arch {
+fn test_board(arch: Arch) -> &'static str {
+    match arch {
         Arch::X86_64 => "qemu-x86_64",
         Arch::Arm64 => "qemu-arm64",
-    };
+    }
+}
+
+/// The image VM scenarios boot, built with the development key: version
+/// [`qemu_tests::scenarios::V1`], trusting the test update repository.
+pub fn test_image(arch: Arch, build: bool) -> Result<PathBuf> {
+    let board = test_board(arch);
     let out = root().join("out").join(format!("test-{board}"));
+    let repo = test_repo(arch, build)?;
     if build || !out.join("build-info.json").is_file() {
-        build_image(board, &out)?;
+        let root_json = repo.join("root.json");
+        let extra = ["--version", qemu_tests::scenarios::V1, "--update-root"];
+        build_image_with(
+            board,
+            &out,
+            &[&extra[..], &[root_json.to_str().context("non-UTF-8 path")?]].concat(),
+        )?;
+    }
+    Ok(out)
+}
+
+/// The update repository the test images trust: created empty with the
+/// development key; the update scenarios publish into copies of it.
+fn test_repo(arch: Arch, build: bool) -> Result<PathBuf> {
+    let repo = root()
+        .join("out")
+        .join(format!("test-repo-{}", test_board(arch)));
+    if repo.join("root.json").is_file() && !build {
+        return Ok(repo);
+    }
+    if repo.exists() {
+        std::fs::remove_dir_all(&repo).with_context(|| format!("removing {}", repo.display()))?;
+    }
+    artifacts(arch)?;
+    sh(Command::new(root().join("target/release/cairn-build"))
+        .args(["repo", "init", "--repo"])
+        .arg(&repo)
+        .arg("--key")
+        .arg(root().join(disk_layout::dev_key::SECRET)))?;
+    Ok(repo)
+}
+
+/// The release the update scenarios offer: the same board at version
+/// [`qemu_tests::scenarios::V2`].
+fn test_update_release(arch: Arch, build: bool) -> Result<PathBuf> {
+    let board = test_board(arch);
+    let out = root().join("out").join(format!("test-{board}-v2"));
+    if build || !out.join("build-info.json").is_file() {
+        let root_json = root()
+            .join("out")
+            .join(format!("test-repo-{board}"))
+            .join("root.json");
+        let extra = ["--version", qemu_tests::scenarios::V2, "--update-root"];
+        build_image_with(
+            board,
+            &out,
+            &[&extra[..], &[root_json.to_str().context("non-UTF-8 path")?]].concat(),
+        )?;
     }
     Ok(out)
 }
@@ -205,6 +264,13 @@ fn vmtest(scenarios: &[String], arch: Arch, build: bool) -> Result<()> {
     match arch {
         Arch::X86_64 => images.x86_64 = Some(dir),
         Arch::Arm64 => images.arm64 = Some(dir),
+    }
+    if qemu_tests::scenarios::need_update_release(scenarios, arch) {
+        let v2 = test_update_release(arch, build)?;
+        let repo = root()
+            .join("out")
+            .join(format!("test-repo-{}", test_board(arch)));
+        images.set_update(arch, qemu_tests::UpdateInputs { v2, repo });
     }
     let template = qemu_tests::CtxTemplate {
         artifacts_root: root().join("target/vm-artifacts"),

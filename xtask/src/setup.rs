@@ -33,7 +33,12 @@ const HOST_TOOLS: &[(&str, &str)] = &[
         "/usr/aarch64-linux-gnu/include/stdlib.h",
         "libc6-dev-arm64-cross",
     ),
-    ("debugfs", "e2fsprogs"),
+    // OCI images for the container runtime's tests: made with umoci/skopeo
+    // from busybox, served by a real registry on loopback.
+    ("umoci", "umoci"),
+    ("skopeo", "skopeo"),
+    ("docker-registry", "docker-registry"),
+    ("busybox", "busybox-static"),
 ];
 const FILES: &[(&str, &str)] = &[
     ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),

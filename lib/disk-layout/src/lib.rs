@@ -359,6 +359,23 @@ pub mod initramfs {
     pub const MODULE_LIST: &str = "etc/cairn-modules";
 }
 
+/// Host state on ROOT shared between components.
+pub mod state {
+    /// Agent state of cairn-updated (progress, history, trust).
+    pub const UPDATER_DIR: &str = "var/lib/cairn/updater";
+    /// Health-check failures by slot: `failed-<a|b>` holds `version=<v>` and
+    /// one reason per line, written by cairn-health, read by the updater to
+    /// say why a release rolled back, removed when the slot is committed.
+    pub const HEALTH_DIR: &str = "var/lib/cairn/health";
+}
+
+/// The development signing key in the source tree (tests and the quick
+/// start only; images signed with it say so).
+pub mod dev_key {
+    pub const SECRET: &str = "keys/cairn-DEVELOPMENT-ONLY.secret";
+    pub const PUBLIC: &str = "keys/cairn-DEVELOPMENT-ONLY.public";
+}
+
 /// Filesystem labels of the partitions that carry one.
 pub mod fs_labels {
     pub const ESP: &str = "ESP";

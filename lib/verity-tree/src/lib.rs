@@ -179,8 +179,21 @@ fn check_layout(data_blocks: u64, hash_offset: u64) -> Result<Geometry, Error> {
     Ok(geo)
 }
 
+/// Size of a file or a block device (whose metadata length is 0: only
+/// seeking to the end tells).
 fn file_len(dev: &File) -> Result<u64, Error> {
-    Ok(dev.metadata().map_err(io_err("reading file size"))?.len())
+    let meta = dev.metadata().map_err(io_err("reading file size"))?;
+    if meta.is_file() {
+        return Ok(meta.len());
+    }
+    use std::io::{Seek, SeekFrom};
+    let mut d = dev;
+    let len = d
+        .seek(SeekFrom::End(0))
+        .map_err(io_err("seeking to the end"))?;
+    d.seek(SeekFrom::Start(0))
+        .map_err(io_err("seeking to the start"))?;
+    Ok(len)
 }
 
 /// Builds the superblock and hash tree for the data at the start of `dev` and writes

@@ -24,15 +24,15 @@ pub const ROOT_PASSWORD_HASH: &str = "$6$cairntest$BtkR0RKRsmkvPZinS9/NkOWlh20hP
 
 /// From qemu's start to the login prompt: ~25-40 s under TCG on a loaded
 /// two-core host; arm64 TCG and a busy host can take several times that.
-const TO_LOGIN: Duration = Duration::from_secs(300);
+pub(crate) const TO_LOGIN: Duration = Duration::from_secs(300);
 /// One failed boot attempt, firmware to reboot: ~10-20 s measured, plus the
 /// 5 s of panic=5 or of cairn-init's FATAL delay.
-const ONE_ATTEMPT: Duration = Duration::from_secs(240);
-const SHELL_CMD: Duration = Duration::from_secs(60);
+pub(crate) const ONE_ATTEMPT: Duration = Duration::from_secs(240);
+pub(crate) const SHELL_CMD: Duration = Duration::from_secs(60);
 /// Slot B's attributes after an update wrote it (state 3 of DESIGN.md).
 const B_UPDATED: Attrs = Attrs::new(2, 3, false);
 /// A fresh image: A is the known-good fallback.
-const A_FRESH: Attrs = Attrs::new(1, 0, true);
+pub(crate) const A_FRESH: Attrs = Attrs::new(1, 0, true);
 
 /// Files this module leaves in the artifacts folder that are big and only
 /// useful to debug a failure.
@@ -68,7 +68,7 @@ fn with_cleanup(ctx: &mut Ctx, body: fn(&mut Ctx) -> Result<()>) -> Result<()> {
     r
 }
 
-fn say(ctx: &Ctx, msg: &str) {
+pub(crate) fn say(ctx: &Ctx, msg: &str) {
     // One line per step, so a long TCG run shows where it is.
     eprintln!("  [{} {}] {msg}", ctx.scenario, ctx.arch.name());
 }
@@ -83,7 +83,7 @@ fn private_disk(ctx: &Ctx) -> Result<Disk> {
 
 /// Stops qemu (a clean exit flushes qemu's own caches to the overlay) and
 /// reads the slot attributes the guest left in the GPT.
-fn final_attrs(ctx: &Ctx, vm: &mut Vm) -> Result<(Attrs, Attrs)> {
+pub(crate) fn final_attrs(ctx: &Ctx, vm: &mut Vm) -> Result<(Attrs, Attrs)> {
     if vm.is_running() {
         vm.quit().context("stopping qemu")?;
     }
@@ -251,7 +251,7 @@ pub fn check_root_mount(findmnt: &str) -> Vec<String> {
 /// priority bootable (prio 2 tries 3 ok 0 -> prio 2 tries 2 ok 0)`. Matched
 /// up to its closing parenthesis: `wait_for` sees lines while they are still
 /// arriving, and the tries are at the end.
-const CHOSEN: &str = r"cairn-boot: slot [ab] chosen: .* ok [01]\)";
+pub(crate) const CHOSEN: &str = r"cairn-boot: slot [ab] chosen: .* ok [01]\)";
 
 /// (slot letter, tries before, tries after) from a choice line.
 pub fn parse_chosen(line: &str) -> Result<(String, u8, u8)> {
@@ -269,7 +269,22 @@ pub fn parse_chosen(line: &str) -> Result<(String, u8, u8)> {
 /// slot a. Every attempt of slot b must show each of `evidence`, in order
 /// (how it failed), before the next choice, and must not reach the login
 /// prompt. Returns the (before, after) tries of each attempt of b.
-fn follow_b_attempts(ctx: &Ctx, vm: &mut Vm, evidence: &[Pattern]) -> Result<Vec<(u8, u8)>> {
+pub(crate) fn follow_b_attempts(
+    ctx: &Ctx,
+    vm: &mut Vm,
+    evidence: &[Pattern],
+) -> Result<Vec<(u8, u8)>> {
+    follow_b_attempts_until(ctx, vm, evidence, true)
+}
+
+/// [`follow_b_attempts`]; with `login_fails` false an attempt may reach the
+/// login prompt (a slot that fails its health checks gets that far).
+pub(crate) fn follow_b_attempts_until(
+    ctx: &Ctx,
+    vm: &mut Vm,
+    evidence: &[Pattern],
+    login_fails: bool,
+) -> Result<Vec<(u8, u8)>> {
     let mut tries = Vec::new();
     let chosen = Pattern::regex(CHOSEN)?;
     loop {
@@ -295,7 +310,10 @@ fn follow_b_attempts(ctx: &Ctx, vm: &mut Vm, evidence: &[Pattern]) -> Result<Vec
         for e in evidence {
             // Whatever comes first: the expected sign of failure, or proof
             // that the attempt went elsewhere.
-            let pats = [e.clone(), chosen.clone(), Pattern::from("login:")];
+            let mut pats = vec![e.clone(), chosen.clone()];
+            if login_fails {
+                pats.push(Pattern::from("login:"));
+            }
             let (i, l) = vm
                 .wait_for_any(&pats, ONE_ATTEMPT)
                 .with_context(|| format!("waiting for {e} in attempt {} of slot b", tries.len()))?;
@@ -311,7 +329,7 @@ fn follow_b_attempts(ctx: &Ctx, vm: &mut Vm, evidence: &[Pattern]) -> Result<Vec
 }
 
 /// After slot a was chosen: it boots to the login prompt.
-fn a_reaches_login(ctx: &Ctx, vm: &mut Vm) -> Result<()> {
+pub(crate) fn a_reaches_login(ctx: &Ctx, vm: &mut Vm) -> Result<()> {
     vm.wait_for("cairn-boot: slot a boot files verified", ONE_ATTEMPT)?;
     let l = vm.wait_for("cairn login:", TO_LOGIN)?;
     say(ctx, &format!("slot a at the login prompt at {:.1} s", l.t));
@@ -348,7 +366,7 @@ fn copy_a_to_b(ctx: &Ctx, disk: &Disk) -> Result<BootFiles> {
     Ok(files)
 }
 
-fn expect_three_attempts(tries: &[(u8, u8)]) -> Result<()> {
+pub(crate) fn expect_three_attempts(tries: &[(u8, u8)]) -> Result<()> {
     ensure!(
         tries == [(3, 2), (2, 1), (1, 0)],
         "slot b attempts used tries {tries:?}, expected 3->2, 2->1, 1->0"

@@ -14,7 +14,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+use crate::apps::Containers;
 use crate::config::{HostConfig, User};
+use crate::paths;
+use crate::units;
 
 /// Marks an authorized_keys file as ours: it is rewritten from the config
 /// and removed when the config no longer lists keys for the user, so a key
@@ -286,6 +289,108 @@ impl System {
         Ok(Some("enabled and started ssh.service".into()))
     }
 
+    /// Writes /etc/cairn/image-trust.json from `[containers]` when it
+    /// differs. Without a `[containers]` table the file is left alone: it is
+    /// then managed by hand (`cairn-run trust add`).
+    pub fn image_trust(&self, containers: Option<&Containers>) -> Result<Option<String>> {
+        let Some(c) = containers else {
+            return Ok(None);
+        };
+        let path = self.root.join(paths::IMAGE_TRUST);
+        let want = c.policy();
+        // An unreadable or invalid file is replaced.
+        if oci_image::TrustPolicy::load(&path).is_ok_and(|have| have == want) && path.exists() {
+            return Ok(None);
+        }
+        want.save(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Some(format!(
+            "wrote {} image trust rule(s) to /{}",
+            want.list().len(),
+            paths::IMAGE_TRUST
+        )))
+    }
+
+    /// Saves `[[apps]]` and `[containers]` on ROOT for cairn-app-generator
+    /// (mode 0600: app environments may hold secrets). Returns whether it
+    /// changed.
+    pub fn save_apps(&self, cfg: &HostConfig) -> Result<bool> {
+        let path = self.root.join(units::SAVED_CONFIG);
+        let text = cfg.apps_toml();
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+            return Ok(false);
+        }
+        let dir = path.parent().context("no parent directory")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Self::write_atomic(&path, &text, 0o600, None)?;
+        Ok(true)
+    }
+
+    /// Saves the apps part of `cfg` (when the config was valid: `None` keeps
+    /// the last valid apps running) and compares what the generator would
+    /// make of the saved copy with what it recorded this boot.
+    pub fn apps_plan(&self, cfg: Option<&HostConfig>) -> Result<units::Plan> {
+        if let Some(c) = cfg {
+            self.save_apps(c)?;
+        }
+        let saved = self.root.join(units::SAVED_CONFIG);
+        let wanted = match std::fs::read_to_string(&saved) {
+            Ok(t) => units::record_of(
+                &HostConfig::parse(&t, &saved.display().to_string())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => units::Record::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", saved.display())),
+        };
+        let recorded = std::fs::read_to_string(self.root.join(units::GENERATED)).ok();
+        Ok(units::plan(recorded.as_deref(), &wanted))
+    }
+
+    /// Brings the app units in line with the config: a daemon-reload
+    /// re-runs cairn-app-generator, then removed apps stop, changed ones
+    /// restart and cairn-apps.target starts the rest. `--no-block`: we run
+    /// early in the boot transaction, waiting would deadlock.
+    pub fn apps(&self, cfg: Option<&HostConfig>) -> Result<Vec<String>> {
+        let plan = self.apps_plan(cfg)?;
+        let mut done = Vec::new();
+        if !self.live || plan == units::Plan::default() {
+            return Ok(done);
+        }
+        if plan.reload {
+            self.run(Command::new("systemctl").arg("daemon-reload"), None)?;
+            done.push("regenerated the app units (systemctl daemon-reload)".to_string());
+        }
+        if !plan.stop.is_empty() {
+            self.run(
+                Command::new("systemctl")
+                    .args(["stop", "--no-block"])
+                    .args(&plan.stop),
+                None,
+            )?;
+            done.push(format!("stopping removed apps: {}", plan.stop.join(" ")));
+        }
+        if !plan.restart.is_empty() {
+            self.run(
+                Command::new("systemctl")
+                    .args(["try-restart", "--no-block"])
+                    .args(&plan.restart),
+                None,
+            )?;
+            done.push(format!(
+                "restarting changed apps: {}",
+                plan.restart.join(" ")
+            ));
+        }
+        if plan.start_target {
+            self.run(
+                Command::new("systemctl").args(["start", "--no-block", units::TARGET]),
+                None,
+            )?;
+            done.push(format!("starting {}", units::TARGET));
+        }
+        Ok(done)
+    }
+
     /// Applies everything; a failing part does not stop the others. Returns
     /// the changes made and the errors.
     pub fn apply(&self, cfg: &HostConfig) -> (Vec<String>, Vec<String>) {
@@ -307,6 +412,10 @@ impl System {
         match self.ssh(cfg.wants_ssh()) {
             Ok(c) => done.extend(c),
             Err(e) => errors.push(format!("ssh: {e:#}")),
+        }
+        match self.image_trust(cfg.containers.as_ref()) {
+            Ok(c) => done.extend(c),
+            Err(e) => errors.push(format!("containers: {e:#}")),
         }
         (done, errors)
     }
@@ -417,6 +526,81 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("user ghost: not live"), "{errors:?}");
         assert_eq!(done, ["host name set to h1", "wrote 1 SSH key(s) for me"]);
+        Ok(())
+    }
+
+    #[test]
+    fn image_trust_is_written_from_containers_only() -> Result<()> {
+        let (_d, sys, _, _) = scratch()?;
+        let path = sys.root.join(paths::IMAGE_TRUST);
+        // No [containers]: the file is not ours.
+        assert_eq!(sys.image_trust(None)?, None);
+        assert!(!path.exists());
+        let cfg = HostConfig::parse(
+            "[containers]\n[[containers.trust]]\nprefix = \"10.0.2.2:5000/test/\"\naccept_anything = true\n\
+             [[containers.trust]]\nprefix = \"ghcr.io/acme\"\nkey = \"cairn-ed25519-public 02e55ad6cd7c1f0348df67ba845276cb1519a8882d8c7a9ef0f66836d4a89224\"\n",
+            "t",
+        )?;
+        let c = cfg.containers.as_ref();
+        assert_eq!(
+            sys.image_trust(c)?.as_deref(),
+            Some("wrote 2 image trust rule(s) to /etc/cairn/image-trust.json")
+        );
+        // In the format oci-image reads, with the same decisions.
+        let loaded = oci_image::TrustPolicy::load(&path)?;
+        assert_eq!(Some(&loaded), c.map(Containers::policy).as_ref());
+        assert!(matches!(
+            loaded.decide("10.0.2.2:5000/test/web"),
+            oci_image::Decision::AcceptAnything { .. }
+        ));
+        assert_eq!(sys.image_trust(c)?, None, "unchanged: not rewritten");
+        // A hand edit is put back; an empty [containers] empties the policy.
+        std::fs::write(&path, "junk")?;
+        assert!(sys.image_trust(c)?.is_some());
+        assert_eq!(oci_image::TrustPolicy::load(&path)?, loaded);
+        assert!(sys.image_trust(Some(&Containers::default()))?.is_some());
+        assert!(oci_image::TrustPolicy::load(&path)?.list().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn apps_copy_and_reload_decision() -> Result<()> {
+        let (_d, sys, _, _) = scratch()?;
+        let saved = sys.root.join(units::SAVED_CONFIG);
+        let record = sys.root.join(units::GENERATED);
+        std::fs::create_dir_all(record.parent().context("parent")?)?;
+        let v1 = HostConfig::parse(
+            "[[users]]\nname = \"me\"\npassword_hash = \"$6$x$y\"\n[[apps]]\nname = \"web\"\nimage = \"nginx:1\"\n",
+            "t",
+        )?;
+        // First boot: the generator found no saved copy and recorded nothing.
+        std::fs::write(&record, units::format_record(&units::Record::new()))?;
+        let p = sys.apps_plan(Some(&v1))?;
+        assert_eq!(
+            p,
+            units::Plan {
+                reload: true,
+                start_target: true,
+                ..units::Plan::default()
+            }
+        );
+        let text = std::fs::read_to_string(&saved)?;
+        assert!(text.contains("nginx:1") && !text.contains("$6$"), "{text}");
+        assert_eq!(std::fs::metadata(&saved)?.mode() & 0o777, 0o600);
+        // The generator (after the reload) records what the copy gives.
+        std::fs::write(&record, units::format_record(&units::record_of(&v1)))?;
+        assert_eq!(sys.apps_plan(Some(&v1))?, units::Plan::default());
+        assert!(!sys.save_apps(&v1)?, "unchanged copy is not rewritten");
+        // An invalid config (None) keeps the last valid apps: nothing to do.
+        assert_eq!(sys.apps_plan(None)?, units::Plan::default());
+        assert_eq!(std::fs::read_to_string(&saved)?, text);
+        // A changed image restarts the app.
+        let v2 = HostConfig::parse("[[apps]]\nname = \"web\"\nimage = \"nginx:2\"\n", "t")?;
+        let p = sys.apps_plan(Some(&v2))?;
+        assert_eq!(p.restart, ["cairn-app@web.service"]);
+        assert!(p.reload && p.stop.is_empty());
+        // Not live: nothing is run.
+        assert!(sys.apps(Some(&v2))?.is_empty());
         Ok(())
     }
 }

@@ -18,20 +18,32 @@ pub const MAX_SETTLE_SECONDS: u64 = 3600;
 pub const MAX_TIMEOUT_SECONDS: u64 = 86400;
 
 /// Top-level keys, in the order they are documented.
-pub const TOP_KEYS: &[&str] = &["hostname", "users", "health", "update", "apps"];
+pub const TOP_KEYS: &[&str] = &[
+    "hostname",
+    "users",
+    "health",
+    "update",
+    "containers",
+    "apps",
+];
 const USER_KEYS: &[&str] = &["name", "password_hash", "ssh_authorized_keys"];
 const HEALTH_KEYS: &[&str] = &["units", "commands", "settle_seconds", "timeout_seconds"];
 
-/// A validated host config. `update` and `apps` belong to other components
-/// and are kept as given.
+/// A validated host config. `update` belongs to the updater and is kept as
+/// given.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostConfig {
     pub hostname: Option<String>,
     pub users: Vec<User>,
     pub health: Health,
     pub update: Option<Table>,
-    pub apps: Vec<Table>,
+    /// `Some` when the config has a `[containers]` table: then the image
+    /// trust policy is managed from the config (see [`crate::apps`]).
+    pub containers: Option<Containers>,
+    pub apps: Vec<App>,
 }
+
+pub use crate::apps::{App, Containers};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -100,12 +112,12 @@ impl fmt::Display for ConfigError {
 }
 
 /// Builds errors for one source.
-struct Ctx<'a> {
-    source: &'a str,
+pub(crate) struct Ctx<'a> {
+    pub(crate) source: &'a str,
 }
 
 impl Ctx<'_> {
-    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             origin: self.source.to_string(),
             key: key.to_string(),
@@ -113,7 +125,12 @@ impl Ctx<'_> {
         }
     }
 
-    fn unknown_keys(&self, prefix: &str, t: &Table, known: &[&str]) -> Result<(), ConfigError> {
+    pub(crate) fn unknown_keys(
+        &self,
+        prefix: &str,
+        t: &Table,
+        known: &[&str],
+    ) -> Result<(), ConfigError> {
         // BTreeMap order: the first unknown key alphabetically, so the
         // message is deterministic.
         match t.keys().find(|k| !known.contains(&k.as_str())) {
@@ -125,28 +142,28 @@ impl Ctx<'_> {
         }
     }
 
-    fn string(&self, key: &str, v: &Value) -> Result<String, ConfigError> {
+    pub(crate) fn string(&self, key: &str, v: &Value) -> Result<String, ConfigError> {
         match v {
             Value::String(s) => Ok(s.clone()),
             other => Err(self.err(key, format!("expected a string, found {}", kind(other)))),
         }
     }
 
-    fn array<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Vec<Value>, ConfigError> {
+    pub(crate) fn array<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Vec<Value>, ConfigError> {
         match v {
             Value::Array(a) => Ok(a),
             other => Err(self.err(key, format!("expected an array, found {}", kind(other)))),
         }
     }
 
-    fn table<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Table, ConfigError> {
+    pub(crate) fn table<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Table, ConfigError> {
         match v {
             Value::Table(t) => Ok(t),
             other => Err(self.err(key, format!("expected a table, found {}", kind(other)))),
         }
     }
 
-    fn strings(&self, key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
+    pub(crate) fn strings(&self, key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
         self.array(key, v)?
             .iter()
             .enumerate()
@@ -154,7 +171,13 @@ impl Ctx<'_> {
             .collect()
     }
 
-    fn seconds(&self, key: &str, v: &Value, min: u64, max: u64) -> Result<u64, ConfigError> {
+    pub(crate) fn seconds(
+        &self,
+        key: &str,
+        v: &Value,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
         let Value::Integer(n) = v else {
             return Err(self.err(key, format!("expected an integer, found {}", kind(v))));
         };
@@ -165,7 +188,7 @@ impl Ctx<'_> {
     }
 }
 
-fn join(prefix: &str, key: &str) -> String {
+pub(crate) fn join(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_string()
     } else {
@@ -173,7 +196,7 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::String(_) => "a string",
         Value::Integer(_) => "an integer",
@@ -234,10 +257,14 @@ impl HostConfig {
         if let Some(v) = table.get("update") {
             cfg.update = Some(cx.table("update", v)?.clone());
         }
+        if let Some(v) = table.get("containers") {
+            cfg.containers = Some(crate::apps::parse_containers(
+                &cx,
+                cx.table("containers", v)?,
+            )?);
+        }
         if let Some(v) = table.get("apps") {
-            for (i, a) in cx.array("apps", v)?.iter().enumerate() {
-                cfg.apps.push(cx.table(&format!("apps[{i}]"), a)?.clone());
-            }
+            cfg.apps = crate::apps::parse_apps(&cx, cx.array("apps", v)?, cfg.containers.as_ref())?;
         }
         Ok(cfg)
     }
@@ -278,11 +305,32 @@ impl HostConfig {
         if let Some(u) = &self.update {
             t.insert("update".into(), Value::Table(u.clone()));
         }
+        t.extend(self.apps_table());
+        toml::to_string(&t).unwrap_or_default()
+    }
+
+    /// `[containers]` and `[[apps]]` alone, as in the effective config: what
+    /// the app generator needs (and nothing secret, unlike the whole config).
+    pub fn apps_table(&self) -> Table {
+        let mut t = Table::new();
+        if let Some(c) = &self.containers {
+            t.insert("containers".into(), Value::Table(c.to_table()));
+        }
         t.insert(
             "apps".into(),
-            Value::Array(self.apps.iter().cloned().map(Value::Table).collect()),
+            Value::Array(
+                self.apps
+                    .iter()
+                    .map(|a| Value::Table(a.to_table()))
+                    .collect(),
+            ),
         );
-        toml::to_string(&t).unwrap_or_default()
+        t
+    }
+
+    /// [`HostConfig::apps_table`] as TOML text.
+    pub fn apps_toml(&self) -> String {
+        toml::to_string(&self.apps_table()).unwrap_or_default()
     }
 }
 
@@ -486,6 +534,7 @@ name = "web"
 image = "x"
 [[apps]]
 name = "db"
+image = "postgres:16"
 "#;
         let c = HostConfig::parse(text, SRC).expect("valid");
         assert_eq!(c.hostname.as_deref(), Some("cairn-test"));

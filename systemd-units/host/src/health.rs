@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use gpt_slots::Attrs;
 
-use crate::config::Health;
+use crate::config::{Health, HostConfig};
 
 /// How often the checks are repeated while they fail.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -26,8 +26,46 @@ pub trait Probe {
     fn elapsed(&self) -> Duration;
 }
 
+/// An app in the boot health gate (`boot_health = true`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppCheck {
+    pub name: String,
+    pub unit: String,
+    /// `cairn-run exec <app> -- <health…>`; `None`: the unit being active
+    /// is the check.
+    pub command: Option<Vec<String>>,
+}
+
+/// The app checks of `cfg`, in config order. They add to the `[health]`
+/// checks and do not replace the default check.
+pub fn app_checks(cfg: &HostConfig) -> Vec<AppCheck> {
+    cfg.apps
+        .iter()
+        .filter(|a| a.boot_health)
+        .map(|a| AppCheck {
+            name: a.name.clone(),
+            unit: a.unit_name(),
+            command: (!a.health.is_empty()).then(|| {
+                let mut argv = vec![
+                    crate::units::CAIRN_RUN.to_string(),
+                    "exec".into(),
+                    a.name.clone(),
+                    "--".into(),
+                ];
+                argv.extend(a.health.iter().cloned());
+                argv
+            }),
+        })
+        .collect()
+}
+
+/// `cairn-app@<name>.service`.
+fn is_app_unit(u: &str) -> bool {
+    u.starts_with("cairn-app@") && u.ends_with(".service")
+}
+
 /// Every failing check, one reason each; empty when healthy.
-pub fn check_once(h: &Health, p: &mut dyn Probe) -> Vec<String> {
+pub fn check_once(h: &Health, apps: &[AppCheck], p: &mut dyn Probe) -> Vec<String> {
     let mut failures = Vec::new();
     if h.uses_default_check() {
         // `systemctl is-system-running` would say "starting" for as long as
@@ -37,7 +75,13 @@ pub fn check_once(h: &Health, p: &mut dyn Probe) -> Vec<String> {
         if s != "active" {
             failures.push(format!("multi-user.target is {s}"));
         }
-        match p.failed_units() {
+        // Apps are judged only by their own checks (boot_health): an app
+        // that fails to pull must not roll the OS back unless it asked to.
+        match p.failed_units().map(|f| {
+            f.into_iter()
+                .filter(|u| !is_app_unit(u))
+                .collect::<Vec<_>>()
+        }) {
             Ok(f) if f.is_empty() => {}
             Ok(f) => failures.push(format!("failed units: {}", f.join(" "))),
             Err(e) => failures.push(format!("cannot list failed units: {e}")),
@@ -54,6 +98,19 @@ pub fn check_once(h: &Health, p: &mut dyn Probe) -> Vec<String> {
             failures.push(format!("command {argv:?} {e}"));
         }
     }
+    for a in apps {
+        let s = p.unit_state(&a.unit);
+        if s != "active" {
+            // No point asking a container that is not running.
+            failures.push(format!("app {}: {} is {s}", a.name, a.unit));
+            continue;
+        }
+        if let Some(argv) = &a.command
+            && let Err(e) = p.run(argv, COMMAND_TIMEOUT)
+        {
+            failures.push(format!("app {}: health command {e}", a.name));
+        }
+    }
     failures
 }
 
@@ -67,12 +124,12 @@ pub enum Outcome {
 
 /// Waits `settle_seconds`, then checks every [`POLL_INTERVAL`] until all
 /// pass or `timeout_seconds` (counted from the first check) run out.
-pub fn wait_healthy(h: &Health, p: &mut dyn Probe) -> Outcome {
+pub fn wait_healthy(h: &Health, apps: &[AppCheck], p: &mut dyn Probe) -> Outcome {
     p.sleep(Duration::from_secs(h.settle_seconds));
     let first = p.elapsed();
     let deadline = first + Duration::from_secs(h.timeout_seconds);
     loop {
-        let reasons = check_once(h, p);
+        let reasons = check_once(h, apps, p);
         if reasons.is_empty() {
             return Outcome::Passed {
                 after_seconds: p.elapsed().as_secs(),
@@ -251,7 +308,7 @@ mod tests {
     #[test]
     fn default_check_passes_on_a_clean_system_after_settling() {
         let mut p = Fake::default();
-        let out = wait_healthy(&Health::default(), &mut p);
+        let out = wait_healthy(&Health::default(), &[], &mut p);
         assert_eq!(out, Outcome::Passed { after_seconds: 5 });
         assert_eq!(p.sleeps, [5]);
     }
@@ -262,7 +319,7 @@ mod tests {
             failed: vec![("foo.service".into(), u64::MAX)],
             ..Fake::default()
         };
-        let out = wait_healthy(&health(&[], &[], 5, 10), &mut p);
+        let out = wait_healthy(&health(&[], &[], 5, 10), &[], &mut p);
         assert_eq!(
             out,
             Outcome::Failed {
@@ -280,7 +337,7 @@ mod tests {
             failed: vec![("flaky.service".into(), 8)],
             ..Fake::default()
         };
-        let out = wait_healthy(&Health::default(), &mut p);
+        let out = wait_healthy(&Health::default(), &[], &mut p);
         assert_eq!(out, Outcome::Passed { after_seconds: 9 });
     }
 
@@ -295,14 +352,14 @@ mod tests {
         };
         let h = health(&["net.service"], &["/ok"], 0, 60);
         assert_eq!(
-            wait_healthy(&h, &mut p),
+            wait_healthy(&h, &[], &mut p),
             Outcome::Passed { after_seconds: 20 }
         );
 
         let mut p = Fake::default();
         let h = health(&["net.service"], &["/ok", "/bad"], 1, 3);
         assert_eq!(
-            wait_healthy(&h, &mut p),
+            wait_healthy(&h, &[], &mut p),
             Outcome::Failed {
                 reasons: vec![
                     "unit net.service is inactive".into(),
@@ -312,6 +369,130 @@ mod tests {
             }
         );
         assert_eq!(p.now.as_secs(), 4);
+    }
+
+    #[test]
+    fn app_checks_come_from_boot_health_apps() {
+        let cfg = HostConfig::parse(
+            "[[apps]]\nname = \"web\"\nimage = \"x\"\nboot_health = true\nhealth = [\"/bin/sh\", \"-c\", \"test -f /ok\"]\n\
+             [[apps]]\nname = \"db\"\nimage = \"y\"\nboot_health = true\n\
+             [[apps]]\nname = \"batch\"\nimage = \"z\"\nhealth = [\"/bin/false\"]\n",
+            "t",
+        )
+        .expect("valid");
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            app_checks(&cfg),
+            [
+                AppCheck {
+                    name: "web".into(),
+                    unit: "cairn-app@web.service".into(),
+                    command: Some(s(&[
+                        "/usr/bin/cairn-run",
+                        "exec",
+                        "web",
+                        "--",
+                        "/bin/sh",
+                        "-c",
+                        "test -f /ok"
+                    ])),
+                },
+                AppCheck {
+                    name: "db".into(),
+                    unit: "cairn-app@db.service".into(),
+                    command: None,
+                },
+            ]
+        );
+    }
+
+    /// (what, unit active at, health command passes at, settle, timeout, outcome)
+    #[test]
+    fn apps_in_the_gate() {
+        let app = |cmd: bool| AppCheck {
+            name: "web".into(),
+            unit: "cairn-app@web.service".into(),
+            command: cmd.then(|| vec!["/usr/bin/cairn-run".to_string(), "exec".into()]),
+        };
+        let failed = |r: &[&str]| Outcome::Failed {
+            reasons: r.iter().map(|x| x.to_string()).collect(),
+        };
+        type Case = (&'static str, Option<u64>, Option<u64>, bool, Outcome);
+        let cases: [Case; 6] = [
+            (
+                "active, no command",
+                Some(0),
+                None,
+                false,
+                Outcome::Passed { after_seconds: 5 },
+            ),
+            (
+                "active late",
+                Some(30),
+                None,
+                false,
+                Outcome::Passed { after_seconds: 31 },
+            ),
+            (
+                "never active: the command is not even tried",
+                None,
+                Some(0),
+                true,
+                failed(&["app web: cairn-app@web.service is inactive"]),
+            ),
+            (
+                "active, healthy later",
+                Some(0),
+                Some(20),
+                true,
+                Outcome::Passed { after_seconds: 21 },
+            ),
+            (
+                "active, never healthy",
+                Some(0),
+                None,
+                true,
+                failed(&["app web: health command failed with exit status: 1"]),
+            ),
+            (
+                "activating (restarting) until the timeout",
+                Some(1000),
+                Some(0),
+                true,
+                failed(&["app web: cairn-app@web.service is activating"]),
+            ),
+        ];
+        for (what, active_at, healthy_at, cmd, want) in cases {
+            let mut p = Fake::default();
+            if let Some(t) = active_at {
+                p.units_active_at.insert("cairn-app@web.service".into(), t);
+            }
+            if let Some(t) = healthy_at {
+                p.cmds_pass_at.insert("/usr/bin/cairn-run".into(), t);
+            }
+            // The default check still applies next to the apps.
+            let out = wait_healthy(&Health::default(), &[app(cmd)], &mut p);
+            assert_eq!(out, want, "{what}");
+        }
+        // A failed app outside the gate does not fail the default check.
+        let mut p = Fake {
+            failed: vec![("cairn-app@batch.service".into(), u64::MAX)],
+            ..Fake::default()
+        };
+        assert_eq!(
+            wait_healthy(&Health::default(), &[], &mut p),
+            Outcome::Passed { after_seconds: 5 }
+        );
+        // Apps add to the default check: a failed unit still fails the gate.
+        let mut p = Fake {
+            failed: vec![("other.service".into(), u64::MAX)],
+            ..Fake::default()
+        };
+        p.units_active_at.insert("cairn-app@web.service".into(), 0);
+        assert_eq!(
+            wait_healthy(&health(&[], &[], 0, 2), &[app(false)], &mut p),
+            failed(&["failed units: other.service"])
+        );
     }
 
     #[test]

@@ -1,17 +1,21 @@
 //! Host config parsing and boot health checks.
 //!
-//! Binaries: `cairn-config` (applies the host config at boot; `status`) and
-//! `cairn-mark-good` (`health` gates boot-complete.target; without arguments
-//! it marks the booted slot successful). Everything that touches the system
+//! Binaries: `cairn-config` (applies the host config at boot; `status`;
+//! `ensure-image` for app units), `cairn-mark-good` (`health` gates
+//! boot-complete.target; without arguments it marks the booted slot
+//! successful) and `cairn-app-generator` (a systemd generator: one unit per
+//! `[[apps]]` entry). Everything that touches the system
 //! takes a root directory so it can be tested on a scratch tree.
 
 pub mod apply;
+pub mod apps;
 pub mod config;
 pub mod health;
 pub mod log;
 pub mod slots;
 pub mod source;
 pub mod status;
+pub mod units;
 
 /// Files under /run/cairn (paths relative to `/`).
 pub mod paths {
@@ -31,6 +35,8 @@ pub mod paths {
     pub const FW_CFG_DIR: &str = "sys/firmware/qemu_fw_cfg/by_name";
     /// Where oem.mount puts the OEM partition.
     pub const OEM_MOUNT: &str = "oem";
+    /// The image trust policy cairn-run enforces, written from `[containers]`.
+    pub const IMAGE_TRUST: &str = "etc/cairn/image-trust.json";
     /// Release keys as built into the image.
     pub const KEYS_JSON: &str = "usr/lib/cairn/keys.json";
 }

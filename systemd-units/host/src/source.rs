@@ -82,7 +82,7 @@ mod tests {
         let e = s.load().err().map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(
             e,
-            "fw_cfg opt/cairn/config: bogus: unknown key (known: hostname, users, health, update, apps)"
+            "fw_cfg opt/cairn/config: bogus: unknown key (known: hostname, users, health, update, containers, apps)"
         );
         Ok(())
     }

@@ -1,17 +1,34 @@
 //! cairn-updated: the update service. At start it settles the last update
-//! (success or rollback), then checks the repository every interval, applies
-//! what the plan chooses, and reboots according to the `[update] reboot` strategy.
+//! (success or rollback) and takes its name on the system bus (the D-Bus API in
+//! `cairn_updater::dbus`: Status, Check, Update, Rollback, History, and the
+//! Progress and StateChanged signals). Then it checks the repository every
+//! interval, applies what the plan chooses, and reboots according to the
+//! `[update] reboot` strategy. An update asked for over D-Bus does not reboot:
+//! the caller decides, as with `cairnctl update`.
 //!
-//! Talks to systemd through sd_notify (READY, STATUS, WATCHDOG). The D-Bus API
-//! (`cairnctl` as a client of the running service) is not implemented yet.
+//! Talks to systemd through sd_notify (READY once the name is on the bus,
+//! STATUS, WATCHDOG).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use cairn_updater::Event;
 use cairn_updater::config::{RebootStrategy, UpdateConfig};
+use cairn_updater::dbus::Service;
 use cairn_updater::notify::{notify, watchdog_interval};
-use cairn_updater::setup::{self, Overrides};
-use cairn_updater::{Agent, Event};
+use cairn_updater::setup::{self, OverrideArgs};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "cairn-updated", about = "The Cairn update service", version)]
+struct Cli {
+    /// Only act on D-Bus calls: no check on a timer (tests, manual control).
+    #[arg(long)]
+    manual: bool,
+    #[command(flatten)]
+    paths: OverrideArgs,
+}
 
 /// Journal priorities as stderr prefixes (sd-daemon(3)).
 fn log(level: u8, msg: &str) {
@@ -32,32 +49,53 @@ fn main() {
 }
 
 fn run() -> Result<()> {
-    let (agent, cfg) = setup::build(&Overrides::default()).context("setting up the agent")?;
+    let cli = Cli::parse();
+    let (agent, cfg) = setup::build(&cli.paths.overrides()).context("setting up the agent")?;
     for n in agent.reconcile().context("checking the last update")? {
         log(5, &n);
     }
+    let service = Service::new(agent);
+    // Without the bus the timer still updates the host; cairnctl then works in
+    // direct mode. A broken bus must not stop security updates.
+    match service.serve() {
+        Ok(()) => log(6, &format!("on the bus as {}", cairn_updater::dbus::NAME)),
+        Err(e) => log(
+            3,
+            &format!(
+                "no D-Bus API ({e}): is dbus running and /usr/share/dbus-1/system.d/{}.conf installed?",
+                cairn_updater::dbus::NAME
+            ),
+        ),
+    }
     notify("READY=1").context("sd_notify READY")?;
     let interval = Duration::from_secs(cfg.interval_minutes * 60);
-    let Some(url) = cfg.url.clone() else {
-        status("idle: no update repository configured");
-        log(6, "no [update] url configured: idle");
+    if cli.manual || cfg.url.is_none() {
+        let why = if cli.manual {
+            "manual mode: updates only when asked over D-Bus"
+        } else {
+            "idle: no update repository configured"
+        };
+        status(why);
+        log(6, why);
         loop {
             sleep_with_watchdog(interval);
         }
-    };
+    }
     log(
         6,
         &format!(
-            "checking {url} channel {} every {} min",
-            cfg.channel, cfg.interval_minutes
+            "checking {} channel {} every {} min",
+            cfg.url.as_deref().unwrap_or(""),
+            cfg.channel,
+            cfg.interval_minutes
         ),
     );
     loop {
-        match cycle(&agent, &cfg) {
+        match cycle(&service, &cfg) {
             Ok(msg) => status(&msg),
             Err(e) => {
                 log(3, &format!("{e:#}"));
-                status(&format!("last check failed: {e}"));
+                status(&format!("last check failed: {e:#}"));
             }
         }
         sleep_with_watchdog(interval);
@@ -65,34 +103,35 @@ fn run() -> Result<()> {
 }
 
 /// One check (+ apply, + reboot when allowed).
-fn cycle(agent: &Agent, cfg: &UpdateConfig) -> Result<String> {
-    let pending_reboot = agent.status()?.reboot_needed;
+fn cycle(service: &Arc<Service>, cfg: &UpdateConfig) -> Result<String> {
+    let pending_reboot = service.agent.status()?.reboot_needed;
     if !pending_reboot {
-        let c = agent.check().context("checking for updates")?;
-        let Some(entry) = c.decision.chosen else {
-            return Ok(format!("up to date ({})", c.booted_version));
-        };
-        log(5, &format!("installing {}", entry.version));
-        status(&format!("installing {}", entry.version));
         let mut last = 0;
-        let out = agent
-            .apply(&entry, &mut |e| match e {
-                Event::Phase(p) => log(6, &p),
-                Event::Chunk {
-                    bytes_done,
-                    bytes_total,
-                    ..
-                } => {
-                    let pct = bytes_done * 100 / bytes_total.max(1);
-                    if pct >= last + 10 {
-                        last = pct;
-                        status(&format!("installing {}: {pct}%", entry.version));
-                        // Long downloads must not look like a hang to the watchdog.
-                        let _ = notify("WATCHDOG=1");
-                    }
+        let r = service.run_update(false, &mut |e| match e {
+            Event::Phase(p) => log(6, p),
+            Event::Chunk {
+                bytes_done,
+                bytes_total,
+                ..
+            } => {
+                let pct = bytes_done * 100 / (*bytes_total).max(1);
+                if pct >= last + 10 {
+                    last = pct;
+                    status(&format!("installing: {pct}%"));
+                    // Long downloads must not look like a hang to the watchdog.
+                    let _ = notify("WATCHDOG=1");
                 }
-            })
-            .context("applying the update")?;
+            }
+        });
+        let Some(r) = r else {
+            return Ok("an update asked for over D-Bus is running".into());
+        };
+        let Some(out) = r.context("updating")? else {
+            return Ok(format!(
+                "up to date ({})",
+                service.agent.host.booted_version
+            ));
+        };
         log(
             5,
             &format!("{} ready in slot {}: reboot needed", out.version, out.slot),

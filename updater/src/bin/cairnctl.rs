@@ -1,17 +1,24 @@
 //! cairnctl: status, check, update, rollback and history of the update agent.
 //!
-//! Runs the agent library in-process (the D-Bus API of cairn-updated is not there
-//! yet). Every subcommand has `--json`; the path options point it at a disk image,
-//! slot files, an ESP directory and a state directory for tests.
+//! Two modes, the same output:
+//! * over D-Bus (default when `cairn-updated` is on the system bus; `--bus`
+//!   insists on it): the service does the work, `update` follows its Progress
+//!   and StateChanged signals;
+//! * direct (`--direct`, any path option such as `--disk`, or no service on the
+//!   bus): the agent library runs in this process, as tests and the benchmark
+//!   use it with fixture paths.
+//!
+//! Every subcommand has `--json` (the documents of the D-Bus API); `update`
+//! shows a progress bar on a terminal and plain lines otherwise.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use cairn_updater::setup::{self, Overrides};
+use cairn_updater::dbus::{self, Client};
+use cairn_updater::setup::{self, OverrideArgs};
 use cairn_updater::{Agent, Event};
 use clap::{Parser, Subcommand};
-use disk_layout::Slot;
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(name = "cairnctl", about = "Control Cairn OS updates", version)]
@@ -19,38 +26,14 @@ struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// Host config to read [update] from (default /run/cairn/config.toml).
+    /// Run the agent in this process instead of asking cairn-updated.
     #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    /// Repository URL (overrides [update] url).
-    #[arg(long, global = true)]
-    url: Option<String>,
-    #[arg(long, global = true)]
-    channel: Option<String>,
-    /// Disk (or image) holding the GPT; needs --slot-a and --slot-b.
-    #[arg(long, global = true)]
-    disk: Option<PathBuf>,
-    #[arg(long, global = true)]
-    slot_a: Option<PathBuf>,
-    #[arg(long, global = true)]
-    slot_b: Option<PathBuf>,
-    /// The mounted ESP (default /efi).
-    #[arg(long, global = true)]
-    esp: Option<PathBuf>,
-    /// Agent state (default /var/lib/cairn/updater).
-    #[arg(long, global = true)]
-    state_dir: Option<PathBuf>,
-    /// Trusted repository root (default /usr/lib/cairn/update-root.json).
-    #[arg(long, global = true)]
-    root: Option<PathBuf>,
-    /// keys.json with the trusted release keys (default /usr/lib/cairn/keys.json).
-    #[arg(long, global = true)]
-    keys: Option<PathBuf>,
-    #[arg(long, global = true)]
-    os_release: Option<PathBuf>,
-    /// The booted slot (default: what cairn-init recorded in /run/cairn).
-    #[arg(long, global = true, value_parser = parse_slot)]
-    booted_slot: Option<Slot>,
+    direct: bool,
+    /// Ask cairn-updated over D-Bus; fail if it is not on the bus.
+    #[arg(long, global = true, conflicts_with = "direct")]
+    bus: bool,
+    #[command(flatten)]
+    paths: OverrideArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -77,10 +60,6 @@ enum Cmd {
     History,
 }
 
-fn parse_slot(s: &str) -> Result<Slot, String> {
-    Slot::from_letter(s).ok_or_else(|| format!("{s:?} is not a slot (a or b)"))
-}
-
 fn main() {
     if let Err(e) = run() {
         eprintln!("cairnctl: {e:#}");
@@ -88,29 +67,71 @@ fn main() {
     }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+fn print_json(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
+fn parse(doc: &str) -> Result<Value> {
+    serde_json::from_str(doc).context("cairn-updated answered with invalid JSON")
+}
+
 fn run() -> Result<()> {
     let cli = Cli::parse();
-    let o = Overrides {
-        config: cli.config.clone(),
-        url: cli.url.clone(),
-        channel: cli.channel.clone(),
-        disk: cli.disk.clone(),
-        slot_a: cli.slot_a.clone(),
-        slot_b: cli.slot_b.clone(),
-        esp: cli.esp.clone(),
-        state_dir: cli.state_dir.clone(),
-        root: cli.root.clone(),
-        keys: cli.keys.clone(),
-        os_release: cli.os_release.clone(),
-        booted_slot: cli.booted_slot,
-        seed: None,
+    let direct = cli.direct || cli.paths.any();
+    if cli.bus && cli.paths.any() {
+        bail!("--bus talks to the running service: path options only apply with --direct");
+    }
+    if !direct {
+        match Client::connect() {
+            Ok(Some(client)) => return over_bus(&cli, &client),
+            Ok(None) if cli.bus => bail!(
+                "cairn-updated is not on the bus as {} (systemctl status cairn-updated)",
+                dbus::NAME
+            ),
+            Err(e) if cli.bus => return Err(e).context("connecting to the system bus"),
+            // No service: do the work here, as before the service existed.
+            _ => {}
+        }
+    }
+    in_process(&cli)
+}
+
+fn over_bus(cli: &Cli, client: &Client) -> Result<()> {
+    let call = |what: &str, r: zbus::Result<String>| -> Result<Value> {
+        parse(&r.with_context(|| format!("{what} over D-Bus"))?)
     };
-    let (mut agent, cfg) = setup::build(&o).context("setting up the agent")?;
+    match cli.cmd {
+        Cmd::Status => show_status(&call("Status", client.status())?, cli.json),
+        Cmd::Check { now } => show_check(&call("Check", client.check(now))?, cli.json),
+        Cmd::History => show_history(&call("History", client.history())?, cli.json),
+        Cmd::Rollback => show_rollback(&call("Rollback", client.rollback())?, cli.json),
+        Cmd::Update { now } => {
+            let mut ui = ProgressUi::new(cli.json);
+            let (state, detail) = client
+                .update(now, &mut |u| match u {
+                    dbus::Update::Progress(p) if p.chunks > 0 => {
+                        ui.chunk(p.chunk - 1, p.chunks, p.bytes_done, p.bytes_total)
+                    }
+                    dbus::Update::Progress(p) => ui.phase(&p.phase),
+                    dbus::Update::State(s, d) if s == "writing" => {
+                        ui.phase(&format!("installing {d}"))
+                    }
+                    dbus::Update::State(..) => {}
+                })
+                .context("updating over D-Bus")?;
+            ui.finish();
+            match state.as_str() {
+                "ready" => show_applied(&parse(&detail)?, cli.json),
+                "up-to-date" => show_check(&parse(&detail)?, cli.json),
+                _ => bail!("{detail}"),
+            }
+        }
+    }
+}
+
+fn in_process(cli: &Cli) -> Result<()> {
+    let (mut agent, cfg) = setup::build(&cli.paths.overrides()).context("setting up the agent")?;
     let needs_repo = matches!(cli.cmd, Cmd::Check { .. } | Cmd::Update { .. });
     if needs_repo && cfg.url.is_none() {
         bail!("no update repository configured: set [update] url in the host config or pass --url");
@@ -123,28 +144,11 @@ fn run() -> Result<()> {
         }
     }
     match cli.cmd {
-        Cmd::Status => status(&agent, cli.json),
+        Cmd::Status => show_status(&serde_json::to_value(agent.status()?)?, cli.json),
         Cmd::Check { now } => {
             agent.ignore_wave = now;
             let c = agent.check().context("checking for updates")?;
-            if cli.json {
-                return print_json(&c);
-            }
-            match &c.decision.chosen {
-                Some(e) => println!(
-                    "update available: {} (booted {})",
-                    e.version, c.booted_version
-                ),
-                None => println!("no update for {} {}", agent.host.board, c.booted_version),
-            }
-            for s in &c.decision.skipped {
-                println!(
-                    "  skipped {}: {}",
-                    s.version,
-                    serde_json::to_string(&s.skip)?
-                );
-            }
-            Ok(())
+            show_check(&serde_json::to_value(&c)?, cli.json)
         }
         Cmd::Update { now } => {
             agent.ignore_wave = now;
@@ -152,68 +156,62 @@ fn run() -> Result<()> {
         }
         Cmd::Rollback => {
             let msg = agent.rollback()?;
-            if cli.json {
-                print_json(&serde_json::json!({ "result": msg }))
-            } else {
-                println!("{msg}");
-                Ok(())
-            }
+            show_rollback(&serde_json::json!({ "result": msg }), cli.json)
         }
-        Cmd::History => {
-            let h = agent.history()?;
-            if cli.json {
-                return print_json(&h);
-            }
-            for e in &h.events {
-                println!(
-                    "{} {:<12} {:<10} slot {} {}",
-                    e.time, e.kind, e.version, e.slot, e.detail
-                );
-            }
-            for (v, why) in &h.failed {
-                println!("never again: {v}: {why}");
-            }
-            Ok(())
-        }
+        Cmd::History => show_history(&serde_json::to_value(agent.history()?)?, cli.json),
     }
 }
 
-fn status(agent: &Agent, json: bool) -> Result<()> {
-    let s = agent.status()?;
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => (*b as u8).to_string(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn show_status(s: &Value, json: bool) -> Result<()> {
     if json {
-        return print_json(&s);
+        return print_json(s);
     }
     println!(
         "booted: slot {} version {} ({} {})",
-        s.booted_slot, s.booted_version, s.board, s.arch
+        text(&s["booted_slot"]),
+        text(&s["booted_version"]),
+        text(&s["board"]),
+        text(&s["arch"])
     );
-    println!(
-        "slot a: prio {} tries {} ok {}",
-        s.slots.a.priority, s.slots.a.tries, s.slots.a.successful as u8
-    );
-    println!(
-        "slot b: prio {} tries {} ok {}",
-        s.slots.b.priority, s.slots.b.tries, s.slots.b.successful as u8
-    );
-    match &s.pending {
-        Some(p) => println!(
-            "pending: {} in slot {} ({:?}, {} chunks verified){}",
-            p.version,
-            p.slot,
-            p.phase,
-            p.chunks_verified,
-            if s.reboot_needed {
+    for slot in ["a", "b"] {
+        let a = &s["slots"][slot];
+        println!(
+            "slot {slot}: prio {} tries {} ok {}",
+            text(&a["priority"]),
+            text(&a["tries"]),
+            text(&a["successful"])
+        );
+    }
+    match &s["pending"] {
+        Value::Null => println!("pending: none"),
+        p => println!(
+            "pending: {} in slot {} ({}, {} chunks verified){}",
+            text(&p["version"]),
+            text(&p["slot"]),
+            text(&p["phase"]),
+            text(&p["chunks_verified"]),
+            if s["reboot_needed"] == Value::Bool(true) {
                 ", reboot needed"
             } else {
                 ""
             }
         ),
-        None => println!("pending: none"),
     }
-    for (v, why) in &s.failed_versions {
-        println!("failed: {v}: {why}");
+    if let Some(failed) = s["failed_versions"].as_object() {
+        for (v, why) in failed {
+            println!("failed: {v}: {}", text(why));
+        }
     }
-    if s.development_key {
+    if s["development_key"] == Value::Bool(true) {
         println!(
             "WARNING: this image is signed with the DEVELOPMENT key; do not use it in production"
         );
@@ -221,80 +219,155 @@ fn status(agent: &Agent, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn update(agent: &Agent, json: bool) -> Result<()> {
-    let c = agent.check().context("checking for updates")?;
-    let Some(entry) = c.decision.chosen.clone() else {
-        if json {
-            return print_json(&c);
-        }
-        println!("no update for {} {}", agent.host.board, c.booted_version);
-        return Ok(());
-    };
-    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
-        let b = indicatif::ProgressBar::new(0);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
-            b.set_style(style.progress_chars("=> "));
-        }
-        b
-    });
-    let mut last_decile = 0;
-    let out = agent.apply(&entry, &mut |e| match (&bar, e) {
-        (Some(b), Event::Phase(p)) => b.set_message(p),
-        (
-            Some(b),
-            Event::Chunk {
-                bytes_done,
-                bytes_total,
-                ..
-            },
-        ) => {
-            b.set_length(bytes_total);
-            b.set_position(bytes_done);
-        }
-        (None, Event::Phase(p)) if !json => eprintln!("{p}"),
-        (
-            None,
-            Event::Chunk {
-                index,
-                total,
-                bytes_done,
-                bytes_total,
-            },
-        ) if !json => {
-            let decile = bytes_done * 10 / bytes_total.max(1);
-            if decile != last_decile || index + 1 == total {
-                last_decile = decile;
-                eprintln!(
-                    "chunk {}/{total}: {bytes_done}/{bytes_total} bytes",
-                    index + 1
-                );
-            }
-        }
-        _ => {}
-    });
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let out = out.context("applying the update")?;
+fn show_check(c: &Value, json: bool) -> Result<()> {
     if json {
-        return print_json(&out);
+        return print_json(c);
     }
-    if out.already_installed {
+    match &c["chosen"] {
+        Value::Null => println!("no update for {}", text(&c["booted_version"])),
+        e => println!(
+            "update available: {} (booted {})",
+            text(&e["version"]),
+            text(&c["booted_version"])
+        ),
+    }
+    if let Some(skipped) = c["skipped"].as_array() {
+        for s in skipped {
+            println!("  skipped {}: {}", text(&s["version"]), s["skip"]);
+        }
+    }
+    Ok(())
+}
+
+fn show_history(h: &Value, json: bool) -> Result<()> {
+    if json {
+        return print_json(h);
+    }
+    for e in h["events"].as_array().into_iter().flatten() {
+        println!(
+            "{} {:<12} {:<10} slot {} {}",
+            text(&e["time"]),
+            text(&e["kind"]),
+            text(&e["version"]),
+            text(&e["slot"]),
+            text(&e["detail"])
+        );
+    }
+    if let Some(failed) = h["failed"].as_object() {
+        for (v, why) in failed {
+            println!("never again: {v}: {}", text(why));
+        }
+    }
+    Ok(())
+}
+
+fn show_rollback(r: &Value, json: bool) -> Result<()> {
+    if json {
+        return print_json(r);
+    }
+    println!("{}", text(&r["result"]));
+    Ok(())
+}
+
+fn show_applied(out: &Value, json: bool) -> Result<()> {
+    if json {
+        return print_json(out);
+    }
+    if out["already_installed"] == Value::Bool(true) {
         println!(
             "{} is already installed in slot {}: reboot needed",
-            out.version, out.slot
+            text(&out["version"]),
+            text(&out["slot"])
         );
     } else {
         println!(
             "{} written to slot {} and verified ({} MB in {:.1} s, {} chunks resumed): reboot needed",
-            out.version,
-            out.slot,
-            out.usr_bytes / 1_000_000,
-            out.seconds,
-            out.chunks_resumed
+            text(&out["version"]),
+            text(&out["slot"]),
+            out["usr_bytes"].as_u64().unwrap_or(0) / 1_000_000,
+            out["seconds"].as_f64().unwrap_or(0.0),
+            text(&out["chunks_resumed"])
         );
     }
     Ok(())
+}
+
+/// A progress bar on a terminal, a line per tenth otherwise, nothing for --json.
+struct ProgressUi {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+    last_decile: u64,
+}
+
+impl ProgressUi {
+    fn new(json: bool) -> ProgressUi {
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b
+        });
+        ProgressUi {
+            bar,
+            quiet: json,
+            last_decile: 0,
+        }
+    }
+
+    fn phase(&mut self, p: &str) {
+        match &self.bar {
+            Some(b) => b.set_message(p.to_string()),
+            None if !self.quiet => eprintln!("{p}"),
+            None => {}
+        }
+    }
+
+    fn chunk(&mut self, index: u64, total: u64, bytes_done: u64, bytes_total: u64) {
+        match &self.bar {
+            Some(b) => {
+                b.set_length(bytes_total);
+                b.set_position(bytes_done);
+            }
+            None if !self.quiet => {
+                let decile = bytes_done * 10 / bytes_total.max(1);
+                if decile != self.last_decile || index + 1 == total {
+                    self.last_decile = decile;
+                    eprintln!(
+                        "chunk {}/{total}: {bytes_done}/{bytes_total} bytes",
+                        index + 1
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn update(agent: &Agent, json: bool) -> Result<()> {
+    let c = agent.check().context("checking for updates")?;
+    let Some(entry) = c.decision.chosen.clone() else {
+        return show_check(&serde_json::to_value(&c)?, json);
+    };
+    let mut ui = ProgressUi::new(json);
+    let out = agent.apply(&entry, &mut |e| match e {
+        Event::Phase(p) => ui.phase(&p),
+        Event::Chunk {
+            index,
+            total,
+            bytes_done,
+            bytes_total,
+        } => ui.chunk(index, total, bytes_done, bytes_total),
+    });
+    ui.finish();
+    let out = out.context("applying the update")?;
+    show_applied(&serde_json::to_value(&out)?, json)
 }

@@ -16,9 +16,10 @@ use cairn_host::apply::System;
 use cairn_host::config::HostConfig;
 use cairn_host::source::Source;
 use cairn_host::status::Status;
-use cairn_host::{log, paths};
+use cairn_host::{log, paths, units};
 
-const USAGE: &str = "usage: cairn-config [apply] | status [--json] | check FILE";
+const USAGE: &str =
+    "usage: cairn-config [apply] | status [--json] | check FILE | ensure-image [--insecure] IMAGE";
 
 fn write_run(rel: &str, text: &str, mode: u32) -> std::io::Result<()> {
     let p = Path::new("/").join(rel);
@@ -40,18 +41,20 @@ fn apply() -> ExitCode {
     let _ = std::fs::remove_file(root.join(paths::CONFIG_ERROR));
     let source = Source::find(root);
     let mut errors = Vec::new();
-    let cfg = match source.load() {
+    let (cfg, valid) = match source.load() {
         Ok(c) => {
             log::info(&format!(
                 "cairn-config: using the host config from {}",
                 source.describe()
             ));
-            c
+            (c, true)
         }
         Err(e) => {
-            log::err(&format!("cairn-config: {e}; using the defaults"));
+            log::err(&format!(
+                "cairn-config: {e}; using the defaults (apps: the last valid [[apps]] stay)"
+            ));
             errors.push(e.to_string());
-            HostConfig::default()
+            (HostConfig::default(), false)
         }
     };
     for (rel, text, mode) in [
@@ -71,7 +74,12 @@ fn apply() -> ExitCode {
         root: root.to_path_buf(),
         live: true,
     };
-    let (done, apply_errors) = sys.apply(&cfg);
+    let (mut done, mut apply_errors) = sys.apply(&cfg);
+    // After the trust policy: the app units pull with it.
+    match sys.apps(valid.then_some(&cfg)) {
+        Ok(d) => done.extend(d),
+        Err(e) => apply_errors.push(format!("apps: {e:#}")),
+    }
     for d in &done {
         log::info(&format!("cairn-config: {d}"));
     }
@@ -94,6 +102,33 @@ fn apply() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// ExecStartPre of an app unit: the image is in cairn-run's store, or is
+/// imported from the OCI layout the builder preloaded into /usr, or pulled.
+/// Pulling or importing is left to cairn-run, so trust is checked where it
+/// always is.
+fn ensure_image(image: &str, insecure: bool) -> ExitCode {
+    match units::ensure_image(
+        Path::new("/"),
+        Path::new(units::STORE_DIR),
+        units::CAIRN_RUN,
+        image,
+        insecure,
+    ) {
+        Ok(units::Ensured::Present) => {
+            log::info(&format!("cairn-config: image {image} is in the store"));
+            ExitCode::SUCCESS
+        }
+        Ok(units::Ensured::Fetched(argv)) => {
+            log::info(&format!("cairn-config: image {image}: {}", argv.join(" ")));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::err(&format!("cairn-config: image {image}: {e}"));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check(file: &str) -> ExitCode {
@@ -130,6 +165,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["check", file] => check(file),
+        ["ensure-image", image] => ensure_image(image, false),
+        ["ensure-image", "--insecure", image] => ensure_image(image, true),
         ["-h" | "--help"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -29,7 +29,43 @@ fn mark_good() -> Result<()> {
     let m = slots::mark_good(&mut dev, booted.slot, booted.usr_partuuid)
         .with_context(|| disk.display().to_string())?;
     log::notice(&m.message(booted.slot));
+    // A failure recorded by an earlier boot of this slot is history now.
+    let _ = std::fs::remove_file(health_record(root, booted.slot.letter()));
     Ok(())
+}
+
+/// Where a health failure of `slot` is recorded on ROOT for the updater.
+fn health_record(root: &Path, slot: &str) -> std::path::PathBuf {
+    root.join(disk_layout::state::HEALTH_DIR)
+        .join(format!("failed-{slot}"))
+}
+
+/// Records the failed checks of the running version on ROOT, so that after
+/// a rollback the updater can say which check failed (the boot manager only
+/// sees tries run out).
+fn record_failure(root: &Path, slot: &str, reasons: &[String]) {
+    let version = std::fs::read_to_string(root.join("usr/lib/os-release"))
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("IMAGE_VERSION=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        })
+        .unwrap_or_default();
+    let p = health_record(root, slot);
+    let text = format!("version={version}\n{}\n", reasons.join("\n"));
+    let write = p
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&p, text))
+        .and_then(|()| std::fs::File::open(&p)?.sync_all());
+    if let Err(e) = write {
+        log::warn(&format!(
+            "cairn-health: cannot record the failure in {}: {e}",
+            p.display()
+        ));
+    }
 }
 
 /// The effective config cairn-config wrote; the defaults if there is none
@@ -53,17 +89,23 @@ fn write_result(line: &str) {
 }
 
 fn health() -> ExitCode {
-    let h = health_config().health;
-    let what = if h.uses_default_check() {
+    let cfg = health_config();
+    let apps = health::app_checks(&cfg);
+    let h = cfg.health;
+    let mut what = if h.uses_default_check() {
         "default check: multi-user.target active, no failed units".to_string()
     } else {
         format!("{} unit(s), {} command(s)", h.units.len(), h.commands.len())
     };
+    if !apps.is_empty() {
+        let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+        what.push_str(&format!(", app(s): {}", names.join(" ")));
+    }
     log::info(&format!(
         "cairn-health: settling {}s, then checking ({what}) for up to {}s",
         h.settle_seconds, h.timeout_seconds
     ));
-    let reasons = match health::wait_healthy(&h, &mut SystemProbe::new()) {
+    let reasons = match health::wait_healthy(&h, &apps, &mut SystemProbe::new()) {
         Outcome::Passed { after_seconds } => {
             let line = format!("passed after {after_seconds}s ({what})");
             log::notice(&format!("cairn-health: {line}"));
@@ -92,6 +134,9 @@ fn health() -> ExitCode {
             ("?", None)
         }
     };
+    if a.is_some() {
+        record_failure(root, slot, &reasons);
+    }
     match health::on_failure(a) {
         OnFailure::Reboot => {
             log::err(&format!(

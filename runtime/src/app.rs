@@ -1,0 +1,345 @@
+//! Apps: `run --name`, `stop`, `ps`, `exec`. An app is an OCI container
+//! whose bundle cairn-run builds from a stored image.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use crate::cgroup_policy;
+use crate::cli::{Exec, Paths, Run};
+use crate::foreground::{self, NotifyRelay};
+use crate::images;
+use crate::runtime::{CreateOptions, ExecOptions, Libcontainer, OciRuntime};
+use crate::spec::{self, AppSettings, HostContext};
+
+pub const ANNOTATION_IMAGE: &str = "org.cairn.image";
+pub const ANNOTATION_DIGEST: &str = "org.cairn.image.digest";
+pub const ANNOTATION_STOP_SIGNAL: &str = "org.cairn.stop-signal";
+
+/// App names become directory names, cgroup names and hostnames.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !name.starts_with(['.', '-'])
+}
+
+/// The image facts an app needs, whatever store they come from.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub reference: String,
+    pub digest: String,
+    pub rootfs: PathBuf,
+    pub defaults: spec::ImageDefaults,
+    pub stop_signal: Option<String>,
+}
+
+pub fn settings_from_cli(r: &Run, name: &str) -> Result<AppSettings> {
+    let publish: Vec<spec::Publish> = r
+        .publish
+        .iter()
+        .map(|p| spec::parse_publish(p))
+        .collect::<Result<_, _>>()?;
+    if !publish.is_empty() {
+        // Port forwarding into a private netns needs a userspace proxy or
+        // nftables DNAT plus a veth pair; not implemented yet.
+        bail!("--publish is not supported yet; use --net host to share the host's ports");
+    }
+    Ok(AppSettings {
+        name: name.to_string(),
+        command: r.command.clone(),
+        env: r
+            .env
+            .iter()
+            .map(|e| spec::parse_env(e))
+            .collect::<Result<_, _>>()?,
+        volumes: r
+            .volume
+            .iter()
+            .map(|v| spec::parse_volume(v))
+            .collect::<Result<_, _>>()?,
+        user: r.user.clone(),
+        workdir: r.workdir.clone(),
+        memory: r.memory.as_deref().map(spec::parse_memory).transpose()?,
+        cpus: r.cpus.as_deref().map(spec::parse_cpus).transpose()?,
+        pids_limit: r.pids_limit,
+        net: r.net.parse()?,
+        publish,
+        read_write: r.read_write,
+        hostname: r.hostname.clone(),
+    })
+}
+
+/// Reads a small text file of the image (passwd, group), at most 1 MiB,
+/// refusing symlinks so an image cannot point us at a host file.
+fn read_image_file(rootfs: &Path, rel: &str) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = rootfs.join(rel);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path);
+    let mut f = match f {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read {} of the image", path.display()));
+        }
+    };
+    let mut s = String::new();
+    f.by_ref()
+        .take(1 << 20)
+        .read_to_string(&mut s)
+        .with_context(|| format!("cannot read {} of the image", path.display()))?;
+    Ok(s)
+}
+
+struct Overlay(PathBuf);
+
+impl Overlay {
+    fn mount(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<Self> {
+        for d in [upper, work, target] {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .with_context(|| {
+            format!(
+                "cannot mount the overlay root at {} ({opts})",
+                target.display()
+            )
+        })?;
+        Ok(Self(target.to_path_buf()))
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = umount2(&self.0, MntFlags::MNT_DETACH);
+    }
+}
+
+/// Bundles live on tmpfs (rebuilt at every start); the writable layer lives
+/// on ROOT so --read-write changes survive restarts.
+pub fn run(rt: &Libcontainer, r: &Run, paths: &Paths, systemd_flag: bool) -> Result<i32> {
+    let name = r.name.as_deref().unwrap_or_default();
+    if !valid_name(name) {
+        bail!("invalid app name {name:?}: use 1-63 letters, digits, '-', '_' or '.'");
+    }
+    let settings = settings_from_cli(r, name)?;
+    let image = images::resolve_for_run(paths, &r.target)?;
+
+    // A previous run that crashed may have left its container behind.
+    if let Ok(st) = rt.state(name) {
+        if st.status == "stopped" || st.status == "created" {
+            rt.delete(name, true)
+                .with_context(|| format!("cannot remove the stale container {name}"))?;
+        } else {
+            bail!(
+                "app {name} is already {} (pid {:?}); stop it first with `cairn-run stop {name}`",
+                st.status,
+                st.pid
+            );
+        }
+    }
+
+    let bundle = paths.app_bundles.join(name);
+    let state = paths.app_state.join(name);
+    if bundle.join("rootfs").exists() {
+        let _ = umount2(&bundle.join("rootfs"), MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir_all(&bundle);
+    std::fs::create_dir_all(&bundle)
+        .with_context(|| format!("cannot create bundle {}", bundle.display()))?;
+    let result = run_in_bundle(rt, &settings, &image, &bundle, &state, systemd_flag);
+    let _ = std::fs::remove_dir_all(&bundle);
+    result
+}
+
+fn run_in_bundle(
+    rt: &Libcontainer,
+    settings: &AppSettings,
+    image: &ResolvedImage,
+    bundle: &Path,
+    state: &Path,
+    systemd_flag: bool,
+) -> Result<i32> {
+    let rootfs = bundle.join("rootfs");
+    let _overlay = Overlay::mount(
+        &image.rootfs,
+        &state.join("upper"),
+        &state.join("work"),
+        &rootfs,
+    )?;
+
+    let user_spec = settings
+        .user
+        .clone()
+        .or_else(|| image.defaults.user.clone())
+        .filter(|u| !u.is_empty());
+    let user = match user_spec {
+        Some(u) => spec::resolve_user(
+            &u,
+            &read_image_file(&image.rootfs, "etc/passwd")?,
+            &read_image_file(&image.rootfs, "etc/group")?,
+        )?,
+        None => spec::ResolvedUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+        },
+    };
+
+    let relay = match std::env::var("NOTIFY_SOCKET") {
+        Ok(outer) if !outer.is_empty() => {
+            let dir = bundle.join("notify");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let sock = dir.join(spec::NOTIFY_SOCKET_NAME);
+            let relay = NotifyRelay::bind(&sock, outer)
+                .with_context(|| format!("cannot bind the notify relay {}", sock.display()))?;
+            Some(relay)
+        }
+        _ => None,
+    };
+
+    let systemd = systemd_flag
+        || cgroup_policy::use_systemd(rt.cgroup_mode, cgroup_policy::systemd_running());
+    let host = HostContext {
+        rootfs: rootfs.clone(),
+        notify_dir: relay.as_ref().map(|_| bundle.join("notify")),
+        cgroups_path: if systemd {
+            format!("machine.slice:cairn:{}", settings.name)
+        } else {
+            format!("/cairn/{}", settings.name)
+        },
+        arch: std::env::consts::ARCH.to_string(),
+        device_rules_enforced: cgroup_policy::device_rules_enforced(
+            rt.cgroup_mode,
+            cgroup_policy::V2_DEVICES_BUILT_IN,
+        ),
+    };
+    let mut spec = spec::app_spec(&image.defaults, settings, &user, &host)?;
+    let mut ann = HashMap::new();
+    ann.insert(ANNOTATION_IMAGE.to_string(), image.reference.clone());
+    ann.insert(ANNOTATION_DIGEST.to_string(), image.digest.clone());
+    if let Some(s) = &image.stop_signal {
+        ann.insert(ANNOTATION_STOP_SIGNAL.to_string(), s.clone());
+    }
+    spec.set_annotations(Some(ann));
+    let config = bundle.join("config.json");
+    spec.save(&config)
+        .with_context(|| format!("cannot write {}", config.display()))?;
+
+    let opts = CreateOptions {
+        id: settings.name.clone(),
+        bundle: bundle.to_path_buf(),
+        systemd_cgroup: systemd,
+        ..Default::default()
+    };
+    crate::run_bundle(rt, &opts, false, relay.as_ref())
+}
+
+pub fn stop(rt: &Libcontainer, name: &str, grace: u64) -> Result<i32> {
+    let st = rt.state(name)?;
+    if st.status == "stopped" {
+        return Ok(0);
+    }
+    let sig = st
+        .annotations
+        .get(ANNOTATION_STOP_SIGNAL)
+        .map_or("TERM", String::as_str);
+    rt.kill(name, sig, false)?;
+    let deadline = Instant::now() + Duration::from_secs(grace);
+    while Instant::now() < deadline {
+        match rt.state(name) {
+            Ok(s) if s.status != "stopped" => std::thread::sleep(Duration::from_millis(50)),
+            _ => return Ok(0),
+        }
+    }
+    rt.kill(name, "KILL", true)?;
+    Ok(0)
+}
+
+pub fn ps(rt: &Libcontainer, json: bool) -> Result<i32> {
+    let mut rows = Vec::new();
+    for id in rt.list()? {
+        if let Ok(st) = rt.state(&id) {
+            rows.push(st);
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{:<24} {:<9} {:>8}  IMAGE", "NAME", "STATUS", "PID");
+        for st in rows {
+            let image = st
+                .annotations
+                .get(ANNOTATION_IMAGE)
+                .cloned()
+                .unwrap_or_else(|| format!("(bundle {})", st.bundle.display()));
+            let pid = st.pid.map_or("-".to_string(), |p| p.to_string());
+            println!("{:<24} {:<9} {:>8}  {}", st.id, st.status, pid, image);
+        }
+    }
+    Ok(0)
+}
+
+pub fn exec(rt: &Libcontainer, e: &Exec) -> Result<i32> {
+    let mut env = HashMap::new();
+    for kv in &e.env {
+        let kv = spec::parse_env(kv)?;
+        if let Some((k, v)) = kv.split_once('=') {
+            env.insert(k.to_string(), v.to_string());
+        }
+    }
+    let pid = rt.exec(
+        &e.name,
+        &ExecOptions {
+            args: e.command.clone(),
+            env,
+            cwd: e.workdir.clone(),
+        },
+    )?;
+    let signals = foreground::block_signals().context("cannot block signals for forwarding")?;
+    foreground::wait(pid, &signals, None)
+        .with_context(|| format!("waiting for the exec'd process in {} failed", e.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_table() {
+        for (n, ok) in [
+            ("web", true),
+            ("web-1.a_b", true),
+            ("", false),
+            ("a/b", false),
+            ("..", false),
+            ("-x", false),
+            (&"a".repeat(64), false),
+        ] {
+            assert_eq!(valid_name(n), ok, "{n}");
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Command line: the OCI runtime CLI (runc-compatible verbs and options)
+//! plus the app and image commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cairn-run",
+    version,
+    about = "Cairn's daemon-less container runtime"
+)]
+pub struct Cli {
+    /// State directory of OCI containers.
+    #[arg(long, global = true, default_value = "/run/cairn-run")]
+    pub root: PathBuf,
+    /// Accepted for runc compatibility; errors go to stderr.
+    #[arg(long, global = true, hide = true)]
+    pub log: Option<PathBuf>,
+    #[arg(long, global = true, hide = true)]
+    pub log_format: Option<String>,
+    #[arg(long, global = true, hide = true)]
+    pub debug: bool,
+    /// Use the systemd cgroup manager (cgroupsPath "slice:prefix:name").
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+    #[command(flatten)]
+    pub paths: Paths,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where images, trust and app state live; tests point them at scratch dirs.
+#[derive(Args, Debug, Clone)]
+pub struct Paths {
+    /// Image store root.
+    #[arg(long, global = true, default_value = "/var/lib/cairn/images")]
+    pub image_store: PathBuf,
+    /// Image trust policy file.
+    #[arg(long, global = true, default_value = "/etc/cairn/image-trust.json")]
+    pub trust_policy: PathBuf,
+    /// App bundles (rebuilt at every start; tmpfs).
+    #[arg(long, global = true, default_value = "/run/cairn/containers")]
+    pub app_bundles: PathBuf,
+    /// App writable layers (persistent, on ROOT).
+    #[arg(long, global = true, default_value = "/var/lib/cairn/containers")]
+    pub app_state: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create an OCI container from a bundle; it waits for `start`.
+    Create(Create),
+    /// Start a created container.
+    Start(Id),
+    /// Print a container's state as runtime-spec JSON.
+    State(Id),
+    /// Send a signal (default TERM) to a container.
+    Kill(Kill),
+    /// Delete a stopped container (or any, with --force).
+    Delete(Delete),
+    /// Run an OCI bundle (--bundle DIR ID) or an app from an image (--name APP IMAGE [-- CMD...]).
+    Run(Box<Run>),
+    /// Stop a running app: its stop signal, then SIGKILL after --time seconds.
+    Stop(Stop),
+    /// List containers.
+    Ps(Json),
+    /// Run a command in a running app.
+    Exec(Exec),
+    /// Pull an image from a registry.
+    Pull(Pull),
+    /// Import an OCI layout directory or archive.
+    Import(Import),
+    /// List stored images.
+    Images(Json),
+    /// Remove an image reference.
+    Rm(Ref),
+    /// Remove unreferenced image content.
+    Gc,
+    /// Manage the image trust policy.
+    #[command(subcommand)]
+    Trust(Trust),
+    /// Sign a stored image.
+    Sign(Sign),
+}
+
+#[derive(Args, Debug)]
+pub struct Id {
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct Json {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Ref {
+    pub reference: String,
+}
+
+#[derive(Args, Debug)]
+pub struct Create {
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    #[arg(long)]
+    pub no_pivot: bool,
+    #[arg(long, hide = true)]
+    pub no_new_keyring: bool,
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: i32,
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct Kill {
+    #[arg(short, long)]
+    pub all: bool,
+    pub id: String,
+    #[arg(default_value = "TERM")]
+    pub signal: String,
+}
+
+#[derive(Args, Debug)]
+pub struct Delete {
+    #[arg(short, long)]
+    pub force: bool,
+    pub id: String,
+}
+
+/// `run` serves both forms; exactly one of --bundle and --name is required,
+/// and the app options are refused with --bundle.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["bundle", "name"])))]
+pub struct Run {
+    /// OCI form: the bundle directory; the positional argument is the container id.
+    #[arg(short, long)]
+    pub bundle: Option<PathBuf>,
+    /// App form: the app name; the positional argument is the image.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Container id (with --bundle) or image reference (with --name).
+    pub target: String,
+    /// Command replacing the image's cmd (app form).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+
+    #[arg(long, conflicts_with = "name")]
+    pub pid_file: Option<PathBuf>,
+    #[arg(long, conflicts_with = "name")]
+    pub console_socket: Option<PathBuf>,
+    #[arg(short, long, conflicts_with = "name")]
+    pub detach: bool,
+    #[arg(long, conflicts_with = "name")]
+    pub no_pivot: bool,
+    #[arg(long, hide = true)]
+    pub no_new_keyring: bool,
+    #[arg(long, default_value_t = 0, conflicts_with = "name")]
+    pub preserve_fds: i32,
+
+    #[arg(short, long = "env", value_name = "K=V", conflicts_with = "bundle")]
+    pub env: Vec<String>,
+    #[arg(
+        short,
+        long = "volume",
+        value_name = "HOST:CTR[:ro]",
+        conflicts_with = "bundle"
+    )]
+    pub volume: Vec<String>,
+    #[arg(short, long, conflicts_with = "bundle")]
+    pub user: Option<String>,
+    #[arg(short, long, conflicts_with = "bundle")]
+    pub workdir: Option<String>,
+    #[arg(short, long, conflicts_with = "bundle")]
+    pub memory: Option<String>,
+    #[arg(long, conflicts_with = "bundle")]
+    pub cpus: Option<String>,
+    #[arg(long, conflicts_with = "bundle")]
+    pub pids_limit: Option<i64>,
+    #[arg(long, default_value = "private", conflicts_with = "bundle")]
+    pub net: String,
+    #[arg(
+        short,
+        long = "publish",
+        value_name = "HOST:CTR[/tcp]",
+        conflicts_with = "bundle"
+    )]
+    pub publish: Vec<String>,
+    #[arg(long, conflicts_with = "bundle")]
+    pub read_write: bool,
+    #[arg(long, conflicts_with = "bundle")]
+    pub hostname: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct Stop {
+    pub name: String,
+    /// Seconds to wait after the stop signal before SIGKILL.
+    #[arg(short, long, default_value_t = 10)]
+    pub time: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct Exec {
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    #[arg(short, long)]
+    pub workdir: Option<PathBuf>,
+    pub name: String,
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct Pull {
+    pub reference: String,
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct Import {
+    pub path: PathBuf,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Trust {
+    /// Trust images whose name starts with PREFIX.
+    Add(TrustAdd),
+    /// List trust rules.
+    List(Json),
+    /// Remove the rule for PREFIX.
+    Rm { prefix: String },
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["key", "accept_anything"])))]
+pub struct TrustAdd {
+    pub prefix: String,
+    /// Public key file whose signatures are required.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Accept unsigned images under this prefix.
+    #[arg(long)]
+    pub accept_anything: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("dest").args(["out", "push"])))]
+pub struct Sign {
+    /// Secret key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    pub reference: String,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub push: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cairn-run").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn run_forms_parse_unambiguously() {
+        let ok: &[&[&str]] = &[
+            &["run", "--bundle", "/b", "id1"],
+            &["run", "-b", "/b", "-d", "--pid-file", "/p", "id1"],
+            &["--root", "/r", "run", "--bundle", "/b", "id1"],
+            &["run", "--name", "web", "img:1"],
+            &[
+                "run", "--name", "web", "--env", "A=1", "--memory", "64m", "img:1", "--",
+                "/bin/sh", "-c", "x",
+            ],
+            &[
+                "run", "--name", "web", "--net", "host", "-v", "/a:/b:ro", "img",
+            ],
+        ];
+        for args in ok {
+            parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        let bad: &[&[&str]] = &[
+            &["run", "id1"],
+            &["run", "--bundle", "/b", "--name", "web", "id1"],
+            &["run", "--bundle", "/b", "--env", "A=1", "id1"],
+            &["run", "--name", "web", "--pid-file", "/p", "img"],
+            &["run", "--bundle", "/b"],
+        ];
+        for args in bad {
+            assert!(parse(args).is_err(), "{args:?} parsed");
+        }
+    }
+
+    #[test]
+    fn run_fields() {
+        let cli = parse(&[
+            "run", "--name", "web", "img:1", "--", "/bin/sh", "-c", "exit 3",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!()
+        };
+        assert_eq!(r.name.as_deref(), Some("web"));
+        assert_eq!(r.target, "img:1");
+        assert_eq!(r.command, ["/bin/sh", "-c", "exit 3"]);
+    }
+
+    #[test]
+    fn oci_verbs_parse() {
+        for args in [
+            &[
+                "create",
+                "--bundle",
+                "/b",
+                "--pid-file",
+                "/p",
+                "--console-socket",
+                "/s",
+                "id",
+            ][..],
+            &["start", "id"],
+            &["state", "id"],
+            &["kill", "id"],
+            &["kill", "id", "KILL"],
+            &["kill", "--all", "id", "9"],
+            &["delete", "--force", "id"],
+            &["delete", "id"],
+            &[
+                "--root",
+                "/r",
+                "--log",
+                "/l",
+                "--log-format",
+                "json",
+                "state",
+                "id",
+            ],
+            &["trust", "add", "docker.io/library", "--accept-anything"],
+            &["trust", "add", "x", "--key", "/k.pub"],
+            &["sign", "--key", "/k", "img", "--out", "/o"],
+            &["exec", "web", "--", "/bin/ls"],
+        ] {
+            parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        assert!(parse(&["trust", "add", "x"]).is_err());
+        assert!(parse(&["sign", "--key", "/k", "img", "--out", "/o", "--push"]).is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! The OCI runtime behind a small trait; the implementation is youki's
+//! libcontainer. Callers must be single-threaded: libcontainer clones from
+//! this process and runs Rust code in the child before exec.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal as NixSignal;
+use serde::Serialize;
+
+use crate::cgroup_policy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("container {id:?} does not exist under {root}")]
+    NotFound { id: String, root: PathBuf },
+    #[error("container {id:?}: {op} failed: {source}")]
+    Libcontainer {
+        id: String,
+        op: &'static str,
+        #[source]
+        source: Box<libcontainer::error::LibcontainerError>,
+    },
+    #[error("cannot read {path}: {source}")]
+    Spec {
+        path: PathBuf,
+        #[source]
+        source: libcontainer::oci_spec::OciSpecError,
+    },
+    #[error(transparent)]
+    Policy(#[from] cgroup_policy::PolicyError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid signal {0:?}: use a name such as TERM or SIGKILL, or a number")]
+    Signal(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub systemd_cgroup: bool,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub args: Vec<String>,
+    pub env: HashMap<String, String>,
+    pub cwd: Option<PathBuf>,
+}
+
+/// The runtime-spec `state` object.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState {
+    pub oci_version: String,
+    pub id: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    pub bundle: PathBuf,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: HashMap<String, String>,
+}
+
+pub trait OciRuntime {
+    /// Creates the container; its init waits for `start`. Returns the init pid.
+    fn create(&self, opts: &CreateOptions) -> Result<i32, RuntimeError>;
+    fn start(&self, id: &str) -> Result<(), RuntimeError>;
+    fn state(&self, id: &str) -> Result<OciState, RuntimeError>;
+    fn kill(&self, id: &str, signal: &str, all: bool) -> Result<(), RuntimeError>;
+    fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
+    /// Starts a process in a running container; returns its pid (a child of
+    /// the calling process).
+    fn exec(&self, id: &str, opts: &ExecOptions) -> Result<i32, RuntimeError>;
+    /// Ids of the containers under this runtime's state root.
+    fn list(&self) -> Result<Vec<String>, RuntimeError>;
+}
+
+pub struct Libcontainer {
+    pub root: PathBuf,
+    pub cgroup_mode: cgroup_policy::CgroupMode,
+}
+
+impl Libcontainer {
+    pub fn new(root: &Path) -> Result<Self, RuntimeError> {
+        Ok(Self {
+            root: root.to_path_buf(),
+            cgroup_mode: cgroup_policy::detect()?,
+        })
+    }
+
+    fn load(&self, id: &str) -> Result<Container, RuntimeError> {
+        let dir = self.root.join(id);
+        if id.contains('/') || id.is_empty() || !dir.join("state.json").exists() {
+            return Err(RuntimeError::NotFound {
+                id: id.to_string(),
+                root: self.root.clone(),
+            });
+        }
+        let mut c = Container::load(dir).map_err(|e| lc(id, "load state", e))?;
+        c.refresh_status()
+            .map_err(|e| lc(id, "refresh status", e))?;
+        Ok(c)
+    }
+}
+
+fn lc(id: &str, op: &'static str, source: libcontainer::error::LibcontainerError) -> RuntimeError {
+    RuntimeError::Libcontainer {
+        id: id.to_string(),
+        op,
+        source: Box::new(source),
+    }
+}
+
+pub fn status_name(s: ContainerStatus) -> &'static str {
+    match s {
+        ContainerStatus::Creating => "creating",
+        ContainerStatus::Created => "created",
+        ContainerStatus::Running => "running",
+        ContainerStatus::Stopped => "stopped",
+        ContainerStatus::Paused => "paused",
+    }
+}
+
+/// Signal names as the OCI CLI accepts them: `TERM`, `SIGTERM`, `15`.
+pub fn parse_signal(s: &str) -> Result<NixSignal, RuntimeError> {
+    let bad = || RuntimeError::Signal(s.to_string());
+    if let Ok(n) = s.parse::<i32>() {
+        return NixSignal::try_from(n).map_err(|_| bad());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<NixSignal>().map_err(|_| bad())
+}
+
+impl OciRuntime for Libcontainer {
+    fn create(&self, opts: &CreateOptions) -> Result<i32, RuntimeError> {
+        let config = opts.bundle.join("config.json");
+        let spec = Spec::load(&config).map_err(|source| RuntimeError::Spec {
+            path: config.clone(),
+            source,
+        })?;
+        cgroup_policy::check_device_rules(
+            cgroup_policy::device_rule_count(&spec),
+            self.cgroup_mode,
+            cgroup_policy::V2_DEVICES_BUILT_IN,
+        )?;
+        let id = &opts.id;
+        let container = ContainerBuilder::new(id.clone(), SyscallType::default())
+            .with_root_path(&self.root)
+            .map_err(|e| lc(id, "set state root", e))?
+            .with_pid_file(opts.pid_file.as_ref())
+            .map_err(|e| lc(id, "set pid file", e))?
+            .with_console_socket(opts.console_socket.as_ref())
+            .with_preserved_fds(opts.preserve_fds)
+            .validate_id()
+            .map_err(|e| lc(id, "validate id", e))?
+            .as_init(&opts.bundle)
+            .with_systemd(opts.systemd_cgroup)
+            .with_detach(true)
+            .with_no_pivot(opts.no_pivot)
+            .build()
+            .map_err(|e| lc(id, "create", e))?;
+        Ok(container.pid().map_or(0, |p| p.as_raw()))
+    }
+
+    fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.load(id)?.start().map_err(|e| lc(id, "start", e))
+    }
+
+    fn state(&self, id: &str) -> Result<OciState, RuntimeError> {
+        let c = self.load(id)?;
+        let st = &c.state;
+        Ok(OciState {
+            oci_version: st.oci_version.clone(),
+            id: st.id.clone(),
+            status: status_name(st.status).to_string(),
+            pid: st.pid.filter(|_| st.status != ContainerStatus::Stopped),
+            bundle: st.bundle.clone(),
+            annotations: st.annotations.clone().unwrap_or_default(),
+        })
+    }
+
+    fn kill(&self, id: &str, signal: &str, all: bool) -> Result<(), RuntimeError> {
+        let sig = parse_signal(signal)?;
+        self.load(id)?
+            .kill(Signal::from(sig), all)
+            .map_err(|e| lc(id, "kill", e))
+    }
+
+    fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        self.load(id)?
+            .delete(force)
+            .map_err(|e| lc(id, "delete", e))
+    }
+
+    fn exec(&self, id: &str, opts: &ExecOptions) -> Result<i32, RuntimeError> {
+        let pid = ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_root_path(&self.root)
+            .map_err(|e| lc(id, "set state root", e))?
+            .validate_id()
+            .map_err(|e| lc(id, "validate id", e))?
+            .as_tenant()
+            .with_container_args(opts.args.clone())
+            .with_env(opts.env.clone())
+            .with_cwd(opts.cwd.as_ref())
+            .with_detach(false)
+            .build()
+            .map_err(|e| lc(id, "exec", e))?;
+        Ok(pid.as_raw())
+    }
+
+    fn list(&self) -> Result<Vec<String>, RuntimeError> {
+        let mut ids = Vec::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let entry = entry?;
+            if entry.path().join("state.json").exists() {
+                ids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_table() {
+        for (input, want) in [
+            ("TERM", Some(15)),
+            ("SIGTERM", Some(15)),
+            ("term", Some(15)),
+            ("9", Some(9)),
+            ("KILL", Some(9)),
+            ("SIGUSR1", Some(10)),
+            ("NOPE", None),
+            ("999", None),
+        ] {
+            let got = parse_signal(input).ok().map(|s| s as i32);
+            assert_eq!(got, want, "{input}");
+        }
+    }
+}
