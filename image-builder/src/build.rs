@@ -37,18 +37,9 @@ pub const USR_BINARIES: &[(&str, &str)] = &[
     ),
     ("cairn-updated", "usr/lib/cairn/cairn-updated"),
     ("cairnctl", "usr/bin/cairnctl"),
+    // Static, libseccomp included (`cargo xtask artifacts`).
+    ("cairn-run", "usr/bin/cairn-run"),
 ];
-
-/// glibc programs (the image is Debian, so a gnu build runs there):
-/// cairn-run links libseccomp (the board installs libseccomp2).
-pub const USR_GNU_BINARIES: &[(&str, &str)] = &[("cairn-run", "usr/bin/cairn-run")];
-
-fn gnu_target(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "x86_64-unknown-linux-gnu",
-        Arch::Arm64 => "aarch64-unknown-linux-gnu",
-    }
-}
 
 pub struct Options {
     pub board: PathBuf,
@@ -114,11 +105,6 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
     let usr_binaries: Vec<(PathBuf, &str)> = USR_BINARIES
         .iter()
         .map(|(name, dest)| Ok((artifact(None, arch.musl_target(), name, arch)?, *dest)))
-        .chain(
-            USR_GNU_BINARIES
-                .iter()
-                .map(|(name, dest)| Ok((artifact(None, gnu_target(arch), name, arch)?, *dest))),
-        )
         .collect::<Result<_>>()?;
     let out = prepare_out(&opts.out)?;
     let work = out.join(".cairn-build.tmp");

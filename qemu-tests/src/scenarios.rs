@@ -3,6 +3,7 @@
 use crate::runner::Scenario;
 use disk_layout::Arch;
 
+pub mod app;
 pub mod boot_chain;
 pub mod update;
 
@@ -18,6 +19,7 @@ const UPDATE_SCENARIOS: &[&str] = &[
     "rollback-verity",
     "power-cut",
     "tamper",
+    "app",
 ];
 
 const BOTH: &[Arch] = &[Arch::X86_64, Arch::Arm64];
@@ -72,6 +74,11 @@ static SCENARIOS: &[Scenario] = &[
         name: "tamper",
         arches: BOTH,
         run: update::tamper,
+    },
+    Scenario {
+        name: "app",
+        arches: BOTH,
+        run: app::app,
     },
 ];
 

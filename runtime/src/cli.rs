@@ -222,6 +222,10 @@ pub struct Pull {
     pub reference: String,
     #[arg(long)]
     pub signature: Option<PathBuf>,
+    /// Plain HTTP to this registry (loopback registries always are): only
+    /// for registries on a trusted network; signatures still apply.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Args, Debug)]

@@ -102,6 +102,7 @@ pub fn dispatch(paths: &Paths, cmd: &Command) -> Result<i32> {
         Command::Pull(p) => {
             let opts = PullOptions {
                 signature: p.signature.clone(),
+                insecure_http: p.insecure,
                 ..Default::default()
             };
             let image = store(paths)?

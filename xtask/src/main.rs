@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the project's chores in one place (see README.md).
 
 mod bench;
+mod bench_runtime;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -53,7 +54,12 @@ enum Cmd {
         no_build: bool,
     },
     /// Run a benchmark and print its figures.
-    Bench { name: String },
+    Bench {
+        name: String,
+        /// Options of the benchmark (`runtime`: --runs N --hang-runs N).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,7 +107,7 @@ fn run(cli: Cli) -> Result<()> {
             arch: a,
             no_build,
         } => vmtest(&scenarios, arch(&a)?, !no_build),
-        Cmd::Bench { name } => bench(&name),
+        Cmd::Bench { name, args } => bench(&name, &args),
     }
 }
 
@@ -141,8 +147,32 @@ fn artifacts(arch: Arch) -> Result<()> {
             "cairn-host",
             "-p",
             "cairn-updater",
-        ]))?;
+            "-p",
+            "cairn-run",
+        ])
+        // libcontainer's seccomp is libseccomp (C): linked statically from
+        // Debian's libseccomp-dev of the target arch (see runtime/src/lib.rs).
+        .env("LIBSECCOMP_LINK_TYPE", "static")
+        .env("LIBSECCOMP_LIB_PATH", seccomp_lib_dir(arch)?))?;
     sh(cargo().args(["build", "--release", "-p", "cairn-build"]))
+}
+
+/// A folder holding only Debian's libseccomp.a for `arch`: pointing the
+/// linker at /usr/lib/<triplet> itself would make it take glibc's libc.a
+/// instead of musl's.
+fn seccomp_lib_dir(arch: Arch) -> Result<PathBuf> {
+    let src = PathBuf::from(format!(
+        "/usr/lib/{}-linux-gnu/libseccomp.a",
+        arch.gnu_arch()
+    ));
+    if !src.is_file() {
+        bail!("{} is missing: run `cargo xtask setup`", src.display());
+    }
+    let dir = root().join("target/libseccomp").join(arch.name());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dst = dir.join("libseccomp.a");
+    std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+    Ok(dir)
 }
 
 fn board_arch(board: &str) -> Arch {
@@ -154,7 +184,7 @@ fn board_arch(board: &str) -> Arch {
 }
 
 /// Builds `board` into `out` with the development key; returns `out`.
-fn build_image(board: &str, out: &Path) -> Result<PathBuf> {
+pub fn build_image(board: &str, out: &Path) -> Result<PathBuf> {
     build_image_with(board, out, &[])
 }
 
@@ -289,6 +319,13 @@ fn vmtest(scenarios: &[String], arch: Arch, build: bool) -> Result<()> {
     Ok(())
 }
 
-fn bench(name: &str) -> Result<()> {
+fn bench(name: &str, args: &[String]) -> Result<()> {
+    if name == "runtime" {
+        setup::setup()?;
+        return bench_runtime::run(args);
+    }
+    if !args.is_empty() {
+        bail!("benchmark {name:?} takes no options");
+    }
     bench::run(name)
 }

@@ -39,10 +39,23 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("skopeo", "skopeo"),
     ("docker-registry", "docker-registry"),
     ("busybox", "busybox-static"),
+    // cairn-run's tests compare against runc; the updater's D-Bus test runs
+    // a private dbus-daemon and drops to `nobody` with setpriv.
+    ("runc", "runc"),
+    ("dbus-daemon", "dbus-daemon"),
+    ("dbus-monitor", "dbus-bin"),
+    ("setpriv", "util-linux"),
+    ("systemd-analyze", "systemd"),
 ];
 const FILES: &[(&str, &str)] = &[
     ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
     ("/usr/share/AAVMF/AAVMF_CODE.fd", "qemu-efi-aarch64"),
+    // cairn-run links libseccomp statically (see `artifacts`).
+    ("/usr/lib/x86_64-linux-gnu/libseccomp.a", "libseccomp-dev"),
+    (
+        "/usr/lib/aarch64-linux-gnu/libseccomp.a",
+        "libseccomp-dev:arm64",
+    ),
 ];
 pub const RUST_TARGETS: &[&str] = &[
     "x86_64-unknown-uefi",
@@ -91,6 +104,10 @@ pub fn setup() -> Result<()> {
             );
         }
         eprintln!("==> apt-get install {}", missing.join(" "));
+        // The arm64 libseccomp for cross builds is a multiarch package.
+        if missing.iter().any(|p| p.ends_with(":arm64")) && !foreign_arch_enabled("arm64") {
+            sh(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+        }
         sh(Command::new("apt-get").args(["update", "-q"]))?;
         let mut install: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
         // qemu-utils from backports (as on some cloud images) breaks the
@@ -185,4 +202,16 @@ fn apt_candidate(pkg: &str) -> Option<String> {
                 .map(|v| v.trim().to_string())
         })
         .filter(|v| v != "(none)")
+}
+
+fn foreign_arch_enabled(arch: &str) -> bool {
+    Command::new("dpkg")
+        .arg("--print-foreign-architectures")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == arch)
+        })
+        .unwrap_or(false)
 }

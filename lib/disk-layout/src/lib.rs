@@ -186,6 +186,15 @@ impl Arch {
         }
     }
 
+    /// The GNU triplet's CPU part (Debian's multiarch library folder is
+    /// `/usr/lib/<gnu_arch>-linux-gnu`).
+    pub const fn gnu_arch(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+        }
+    }
+
     /// ELF e_machine of binaries built for this arch.
     pub const fn elf_machine(self) -> u16 {
         match self {

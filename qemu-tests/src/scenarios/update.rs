@@ -43,7 +43,7 @@ const UNBOOTABLE: Attrs = Attrs::new(0, 0, false);
 /// Journal line of cairn-updated once the new slot is ready (console copy).
 const READY: &str = "ready in slot b: reboot needed";
 
-fn inputs(ctx: &Ctx) -> Result<UpdateInputs> {
+pub(crate) fn inputs(ctx: &Ctx) -> Result<UpdateInputs> {
     ctx.images.update(ctx.arch).cloned().with_context(|| {
         format!(
             "scenario {} needs a v2 build and the test repository (cargo xtask vmtest builds them)",
@@ -54,7 +54,7 @@ fn inputs(ctx: &Ctx) -> Result<UpdateInputs> {
 
 /// A repository in the scenario's folder that the image trusts, with
 /// `release` published to channel "stable".
-fn publish(ctx: &Ctx, release: &Path) -> Result<PathBuf> {
+pub(crate) fn publish(ctx: &Ctx, release: &Path) -> Result<PathBuf> {
     let base = inputs(ctx)?.repo;
     let repo = ctx.artifacts.join("repo");
     std::fs::create_dir_all(repo.join("roots"))?;
@@ -85,7 +85,12 @@ fn publish(ctx: &Ctx, release: &Path) -> Result<PathBuf> {
 
 /// The host config: root's password, the repository, the reboot strategy and
 /// extra TOML (health checks).
-fn host_config(ctx: &Ctx, server: &Server, reboot: &str, extra: &str) -> Result<PathBuf> {
+pub(crate) fn host_config(
+    ctx: &Ctx,
+    server: &Server,
+    reboot: &str,
+    extra: &str,
+) -> Result<PathBuf> {
     let port = server
         .url
         .rsplit(':')

@@ -1,0 +1,220 @@
+//! An app declared in the host config (DESIGN.md "Containers"): pulled from
+//! a real registry (Debian's docker-registry on the host's loopback, reached
+//! as 10.0.2.2), run by the generated unit with a named data volume; it must
+//! run after boot, survive a reboot, and survive an OS update to v2 with its
+//! volume intact.
+//!
+//! The image is made here from busybox-static with umoci and pushed with
+//! skopeo, as a user without Docker would.
+
+use crate::runner::Ctx;
+use crate::scenarios::V2;
+use crate::scenarios::boot_chain::{CHOSEN, ROOT_PASSWORD, SHELL_CMD, TO_LOGIN, parse_chosen, say};
+use crate::vm::{HOST_ADDR_FROM_GUEST, Vm, VmSpec};
+use crate::{Pattern, scenarios::update};
+use anyhow::{Context, Result, bail, ensure};
+use cairn_updater::fixture::Server;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The app's command: count boots in the volume, then stay up until
+/// SIGTERM (as PID 1 of its namespace it must handle the signal itself).
+const APP_SCRIPT: &str = "echo boot >> /data/boots; echo \"counter: $(wc -l < /data/boots) boots\"; trap 'exit 0' TERM; sleep 1000000 & wait";
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// An OCI layout `<dir>/layout:1` with busybox-static as /bin/*.
+fn build_image(dir: &Path) -> Result<std::path::PathBuf> {
+    let layout = dir.join("layout");
+    let bundle = dir.join("bundle");
+    let img = format!("{}:1", layout.display());
+    run(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout))?;
+    run(Command::new("umoci").args(["new", "--image", &img]))?;
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &img])
+        .arg(&bundle))?;
+    let bin = bundle.join("rootfs/bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::create_dir_all(bundle.join("rootfs/data"))?;
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .context("copying /bin/busybox (busybox-static)")?;
+    for applet in ["sh", "sleep", "wc", "cat", "echo", "test", "ls"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet))?;
+    }
+    run(Command::new("umoci")
+        .args(["repack", "--image", &img])
+        .arg(&bundle))?;
+    run(Command::new("umoci").args(["config", "--image", &img, "--config.cmd", "/bin/sh"]))?;
+    Ok(layout)
+}
+
+/// Debian's docker-registry on a free port of the host's loopback.
+struct Registry {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registry(dir: &Path) -> Result<Registry> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("registry").display()
+        ),
+    )?;
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting docker-registry (cargo xtask setup installs it)")?;
+    let reg = Registry { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("docker-registry does not listen on 127.0.0.1:{port}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(reg)
+}
+
+fn login(vm: &mut Vm) -> Result<()> {
+    vm.send_line("")?;
+    vm.login("root", ROOT_PASSWORD, TO_LOGIN)
+        .context("logging in as root")
+}
+
+/// Waits for the app to run and returns how many boots its volume counted.
+fn app_boots(ctx: &Ctx, vm: &mut Vm) -> Result<usize> {
+    let st = vm.run(
+        "timeout 300 sh -c 'until systemctl is-active -q cairn-app@counter.service && test -s /var/lib/cairn/volumes/counter/data/boots; do sleep 2; done'; \
+         systemctl is-active cairn-app@counter.service",
+        TO_LOGIN,
+    )?;
+    if st.0 != 0 {
+        let why = vm.run(
+            "systemctl status --no-pager -n 20 cairn-app@counter.service 2>&1 | tail -n 25",
+            SHELL_CMD,
+        )?;
+        bail!("the app did not come up: {}\n{}", st.1.trim(), why.1);
+    }
+    let boots = vm.run_ok(
+        "cat /var/lib/cairn/volumes/counter/data/boots | wc -l",
+        SHELL_CMD,
+    )?;
+    let n: usize = boots.trim().parse().context("counting boots")?;
+    let slot = vm.run_ok("cat /run/cairn/booted-slot", SHELL_CMD)?;
+    say(
+        ctx,
+        &format!(
+            "app running on slot {}, its volume counts {n} boot(s)",
+            slot.trim()
+        ),
+    );
+    Ok(n)
+}
+
+fn reboot_to(vm: &mut Vm, want: &str) -> Result<()> {
+    vm.send_line("systemctl reboot")?;
+    let line = vm.wait_for(Pattern::regex(CHOSEN)?, TO_LOGIN)?;
+    let (slot, _, _) = parse_chosen(&line.text)?;
+    ensure!(
+        slot == want,
+        "the reboot chose slot {slot}, expected {want}"
+    );
+    login(vm)
+}
+
+pub fn app(ctx: &mut Ctx) -> Result<()> {
+    let work = ctx.artifacts.join("app-image");
+    std::fs::create_dir_all(&work)?;
+    let layout = build_image(&work)?;
+    let registry = start_registry(&work)?;
+    let port = registry.port;
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("docker://127.0.0.1:{port}/test/counter:1")))?;
+    say(
+        ctx,
+        &format!("pushed test/counter:1 to the registry on port {port}"),
+    );
+
+    // The update repository with v2, so the app also lives through an update.
+    let v2 = update::inputs(ctx)?.v2;
+    let repo = update::publish(ctx, &v2.join("release"))?;
+    let server = Server::start(&repo)?;
+    let reg = format!("{HOST_ADDR_FROM_GUEST}:{port}");
+    let extra = format!(
+        "\n[containers]\ninsecure_registries = [\"{reg}\"]\n\
+         [[containers.trust]]\nprefix = \"{reg}/test/\"\naccept_anything = true\n\
+         [[apps]]\nname = \"counter\"\nimage = \"{reg}/test/counter:1\"\n\
+         command = [\"/bin/sh\", \"-c\", {script:?}]\nvolumes = [\"data:/data\"]\n\
+         restart = \"always\"\nhealth = [\"/bin/test\", \"-s\", \"/data/boots\"]\nboot_health = true\n",
+        script = APP_SCRIPT
+    );
+    let cfg = update::host_config(ctx, &server, "off", &extra)?;
+    let mut spec = VmSpec::new(ctx.arch, ctx.image_file("disk.raw")?);
+    spec.fw_cfg_config = Some(cfg);
+    let mut vm = ctx.vm(spec)?;
+    login(&mut vm)?;
+    ensure!(
+        app_boots(ctx, &mut vm)? == 1,
+        "first boot: the volume should count 1 boot"
+    );
+    let logs = vm.run_ok(
+        "journalctl -b --no-pager -o cat | grep -c 'counter: 1 boots'",
+        SHELL_CMD,
+    )?;
+    ensure!(logs.trim() != "0", "the app's output is not in the journal");
+
+    // The agent installs v2 in the background meanwhile (reboot = "off").
+    vm.run_ok(
+        "timeout 400 sh -c 'until systemctl show -p StatusText --value cairn-updated | grep -q \"ready\"; do sleep 2; done'",
+        Duration::from_secs(420),
+    )
+    .context("waiting for v2 to be ready")?;
+    reboot_to(&mut vm, "b")?;
+    let v = vm.run_ok(". /usr/lib/os-release; echo $IMAGE_VERSION", SHELL_CMD)?;
+    ensure!(v.trim() == V2, "running {}, expected {V2}", v.trim());
+    ensure!(
+        app_boots(ctx, &mut vm)? == 2,
+        "after the update: the volume should count 2 boots"
+    );
+    reboot_to(&mut vm, "b")?;
+    ensure!(
+        app_boots(ctx, &mut vm)? == 3,
+        "after a reboot: the volume should count 3 boots"
+    );
+    vm.send_line("systemctl poweroff")?;
+    vm.wait_exit(TO_LOGIN)?;
+    drop(registry);
+    Ok(())
+}
