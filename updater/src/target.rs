@@ -391,6 +391,19 @@ impl SlotWriter {
     }
 }
 
+/// syncfs(2) on the filesystem holding `path`.
+fn syncfs(path: &Path) -> Result<(), Error> {
+    let f = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    // SAFETY: a plain syscall on a descriptor we own for the duration of the call.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(Error::io(
+            format!("syncing the filesystem of {}", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,17 +440,4 @@ mod tests {
         let err = w.write_at((1 << 20) - 10, &[0; 20]).unwrap_err();
         assert!(matches!(err, Error::SlotTooSmall { .. }), "{err}");
     }
-}
-
-/// syncfs(2) on the filesystem holding `path`.
-fn syncfs(path: &Path) -> Result<(), Error> {
-    let f = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    // SAFETY: a plain syscall on a descriptor we own for the duration of the call.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(Error::io(
-            format!("syncing the filesystem of {}", path.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
 }
