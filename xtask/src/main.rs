@@ -231,16 +231,24 @@ fn test_board(arch: Arch) -> &'static str {
 /// The image VM scenarios boot, built with the development key: version
 /// [`qemu_tests::scenarios::V1`], trusting the test update repository.
 pub fn test_image(arch: Arch, build: bool) -> Result<PathBuf> {
+    test_repo(arch, build)?;
+    test_build(arch, "", qemu_tests::scenarios::V1, build)
+}
+
+/// `out/test-<board><suffix>` at `version`, trusting the test repository.
+fn test_build(arch: Arch, suffix: &str, version: &str, build: bool) -> Result<PathBuf> {
     let board = test_board(arch);
-    let out = root().join("out").join(format!("test-{board}"));
-    let repo = test_repo(arch, build)?;
+    let out = root().join("out").join(format!("test-{board}{suffix}"));
     if build || !out.join("build-info.json").is_file() {
-        let root_json = repo.join("root.json");
-        let extra = ["--version", qemu_tests::scenarios::V1, "--update-root"];
+        let root_json = root()
+            .join("out")
+            .join(format!("test-repo-{board}"))
+            .join("root.json");
+        let root_json = root_json.to_str().context("non-UTF-8 path")?;
         build_image_with(
             board,
             &out,
-            &[&extra[..], &[root_json.to_str().context("non-UTF-8 path")?]].concat(),
+            &["--version", version, "--update-root", root_json],
         )?;
     }
     Ok(out)
@@ -270,21 +278,7 @@ fn test_repo(arch: Arch, build: bool) -> Result<PathBuf> {
 /// The release the update scenarios offer: the same board at version
 /// [`qemu_tests::scenarios::V2`].
 fn test_update_release(arch: Arch, build: bool) -> Result<PathBuf> {
-    let board = test_board(arch);
-    let out = root().join("out").join(format!("test-{board}-v2"));
-    if build || !out.join("build-info.json").is_file() {
-        let root_json = root()
-            .join("out")
-            .join(format!("test-repo-{board}"))
-            .join("root.json");
-        let extra = ["--version", qemu_tests::scenarios::V2, "--update-root"];
-        build_image_with(
-            board,
-            &out,
-            &[&extra[..], &[root_json.to_str().context("non-UTF-8 path")?]].concat(),
-        )?;
-    }
-    Ok(out)
+    test_build(arch, "-v2", qemu_tests::scenarios::V2, build)
 }
 
 fn vmtest(scenarios: &[String], arch: Arch, build: bool) -> Result<()> {

@@ -206,22 +206,47 @@ fn rolled_back_and_not_retried(
     Ok(())
 }
 
-// ---- update ----------------------------------------------------------------
+/// Powers the guest off and checks the slot attributes it left.
+fn power_off_expect(ctx: &Ctx, vm: &mut Vm, a_want: Attrs, b_want: Attrs) -> Result<()> {
+    vm.send_line("systemctl poweroff")?;
+    vm.wait_exit(TO_LOGIN).context("waiting for power-off")?;
+    let (a, b) = final_attrs(ctx, vm)?;
+    ensure!(a == a_want, "slot A is {a}, expected {a_want}");
+    ensure!(b == b_want, "slot B is {b}, expected {b_want}");
+    Ok(())
+}
 
-/// v1 installs v2 by itself, reboots into USR-B, commits it; A stays the
-/// fallback.
-pub fn update(ctx: &mut Ctx) -> Result<()> {
-    let v2 = inputs(ctx)?.v2;
-    let repo = publish(ctx, &v2.join("release"))?;
+/// Publishes `release`, serves it, and boots v1 (slot a) with the update
+/// config; returns once the agent reports the new slot ready.
+fn boot_and_install(
+    ctx: &mut Ctx,
+    release: &Path,
+    reboot: &str,
+    extra: &str,
+) -> Result<(Server, Vm)> {
+    let repo = publish(ctx, release)?;
     let server = Server::start(&repo)?;
-    let cfg = host_config(ctx, &server, "immediate", "")?;
+    let cfg = host_config(ctx, &server, reboot, extra)?;
     let mut vm = ctx.vm(spec(ctx, cfg)?)?;
     ensure!(
         next_choice(&mut vm, TO_LOGIN)? == "a",
         "the first boot is not slot a"
     );
     let l = vm.wait_for(READY, TO_UPDATE)?;
-    say(ctx, &format!("v2 written and verified at {:.1} s", l.t));
+    say(
+        ctx,
+        &format!("{} written and verified at {:.1} s", release.display(), l.t),
+    );
+    Ok((server, vm))
+}
+
+// ---- update ----------------------------------------------------------------
+
+/// v1 installs v2 by itself, reboots into USR-B, commits it; A stays the
+/// fallback.
+pub fn update(ctx: &mut Ctx) -> Result<()> {
+    let v2 = inputs(ctx)?.v2;
+    let (server, mut vm) = boot_and_install(ctx, &v2.join("release"), "immediate", "")?;
     let slot = next_choice(&mut vm, TO_UPDATE).context("waiting for the reboot into v2")?;
     ensure!(
         slot == "b",
@@ -258,12 +283,7 @@ pub fn update(ctx: &mut Ctx) -> Result<()> {
         .map(|l| l.iter().filter(|r| r.contains("/chunks/")).count())
         .unwrap_or(0);
     ensure!(chunks > 0, "no chunk was fetched from the repository");
-    vm.send_line("systemctl poweroff")?;
-    vm.wait_exit(TO_LOGIN).context("waiting for power-off")?;
-    let (a, b) = final_attrs(ctx, &mut vm)?;
-    ensure!(b == B_GOOD, "slot B is {b}, expected {B_GOOD}");
-    ensure!(a == A_FALLBACK, "slot A is {a}, expected {A_FALLBACK}");
-    Ok(())
+    power_off_expect(ctx, &mut vm, A_FALLBACK, B_GOOD)
 }
 
 // ---- rollback-bad-kernel ---------------------------------------------------
@@ -330,16 +350,7 @@ pub fn rollback_bad_kernel(ctx: &mut Ctx) -> Result<()> {
     let v2 = inputs(ctx)?.v2;
     let bad_initrd = prep::initrd_without_init()?;
     let release = variant_release(ctx, &v2.join("release"), |f| f.initrd = bad_initrd)?;
-    let repo = publish(ctx, &release)?;
-    let server = Server::start(&repo)?;
-    let cfg = host_config(ctx, &server, "immediate", "")?;
-    let mut vm = ctx.vm(spec(ctx, cfg)?)?;
-    ensure!(
-        next_choice(&mut vm, TO_LOGIN)? == "a",
-        "the first boot is not slot a"
-    );
-    let l = vm.wait_for(READY, TO_UPDATE)?;
-    say(ctx, &format!("bad v2 written and verified at {:.1} s", l.t));
+    let (server, mut vm) = boot_and_install(ctx, &release, "immediate", "")?;
     let evidence = [
         Pattern::from("cairn-boot: slot b boot files verified"),
         Pattern::regex(r"Kernel panic - not syncing")?,
@@ -348,15 +359,7 @@ pub fn rollback_bad_kernel(ctx: &mut Ctx) -> Result<()> {
     expect_three_attempts(&tries)?;
     a_reaches_login(ctx, &mut vm)?;
     rolled_back_and_not_retried(ctx, &mut vm, &server, "without reaching")?;
-    vm.send_line("systemctl poweroff")?;
-    vm.wait_exit(TO_LOGIN)?;
-    let (a, b) = final_attrs(ctx, &mut vm)?;
-    ensure!(a == A_FRESH, "slot A is {a}, expected {A_FRESH}");
-    ensure!(
-        b == UNBOOTABLE,
-        "slot B is {b}, expected the failed slot {UNBOOTABLE}"
-    );
-    Ok(())
+    power_off_expect(ctx, &mut vm, A_FRESH, UNBOOTABLE)
 }
 
 // ---- rollback-health-check ---------------------------------------------------
@@ -366,20 +369,11 @@ pub fn rollback_bad_kernel(ctx: &mut Ctx) -> Result<()> {
 /// fails its check each time, and the host returns to v1.
 pub fn rollback_health_check(ctx: &mut Ctx) -> Result<()> {
     let v2 = inputs(ctx)?.v2;
-    let repo = publish(ctx, &v2.join("release"))?;
-    let server = Server::start(&repo)?;
     let health = format!(
         "\n[health]\nsettle_seconds = 2\ntimeout_seconds = 10\n\
          commands = [[\"/bin/sh\", \"-c\", \"! grep -qx IMAGE_VERSION={V2} /usr/lib/os-release\"]]\n"
     );
-    let cfg = host_config(ctx, &server, "immediate", &health)?;
-    let mut vm = ctx.vm(spec(ctx, cfg)?)?;
-    ensure!(
-        next_choice(&mut vm, TO_LOGIN)? == "a",
-        "the first boot is not slot a"
-    );
-    let l = vm.wait_for(READY, TO_UPDATE)?;
-    say(ctx, &format!("v2 written and verified at {:.1} s", l.t));
+    let (server, mut vm) = boot_and_install(ctx, &v2.join("release"), "immediate", &health)?;
     // Each attempt boots v2's userspace; the health gate reboots it.
     let evidence = [
         Pattern::from("cairn-boot: slot b boot files verified"),
@@ -389,15 +383,7 @@ pub fn rollback_health_check(ctx: &mut Ctx) -> Result<()> {
     expect_three_attempts(&tries)?;
     a_reaches_login(ctx, &mut vm)?;
     rolled_back_and_not_retried(ctx, &mut vm, &server, "health check")?;
-    vm.send_line("systemctl poweroff")?;
-    vm.wait_exit(TO_LOGIN)?;
-    let (a, b) = final_attrs(ctx, &mut vm)?;
-    ensure!(a == A_FRESH, "slot A is {a}, expected {A_FRESH}");
-    ensure!(
-        b == UNBOOTABLE,
-        "slot B is {b}, expected the failed slot {UNBOOTABLE}"
-    );
-    Ok(())
+    power_off_expect(ctx, &mut vm, A_FRESH, UNBOOTABLE)
 }
 
 // ---- rollback-verity -----------------------------------------------------------
@@ -406,15 +392,7 @@ pub fn rollback_health_check(ctx: &mut Ctx) -> Result<()> {
 /// mounting /usr reads, see `CORRUPT_OFFSET`): dm-verity stops every attempt.
 pub fn rollback_verity(ctx: &mut Ctx) -> Result<()> {
     let v2 = inputs(ctx)?.v2;
-    let repo = publish(ctx, &v2.join("release"))?;
-    let server = Server::start(&repo)?;
-    let cfg = host_config(ctx, &server, "off", "")?;
-    let mut vm = ctx.vm(spec(ctx, cfg)?)?;
-    ensure!(
-        next_choice(&mut vm, TO_LOGIN)? == "a",
-        "the first boot is not slot a"
-    );
-    vm.wait_for(READY, TO_UPDATE)?;
+    let (server, mut vm) = boot_and_install(ctx, &v2.join("release"), "off", "")?;
     login(&mut vm)?;
     let dev = format!("/dev/disk/by-partlabel/{}", Part::UsrB.label());
     let flip = format!(
@@ -434,15 +412,7 @@ pub fn rollback_verity(ctx: &mut Ctx) -> Result<()> {
     expect_three_attempts(&tries)?;
     a_reaches_login(ctx, &mut vm)?;
     rolled_back_and_not_retried(ctx, &mut vm, &server, "dm-verity")?;
-    vm.send_line("systemctl poweroff")?;
-    vm.wait_exit(TO_LOGIN)?;
-    let (a, b) = final_attrs(ctx, &mut vm)?;
-    ensure!(a == A_FRESH, "slot A is {a}, expected {A_FRESH}");
-    ensure!(
-        b == UNBOOTABLE,
-        "slot B is {b}, expected the failed slot {UNBOOTABLE}"
-    );
-    Ok(())
+    power_off_expect(ctx, &mut vm, A_FRESH, UNBOOTABLE)
 }
 
 // ---- tamper ----------------------------------------------------------------------
@@ -489,12 +459,7 @@ pub fn tamper(ctx: &mut Ctx) -> Result<()> {
         !failed.contains("installed"),
         "the agent recorded an installation from a tampered repository:\n{failed}"
     );
-    vm.send_line("systemctl poweroff")?;
-    vm.wait_exit(TO_LOGIN)?;
-    let (a, b) = final_attrs(ctx, &mut vm)?;
-    ensure!(a == A_FRESH, "slot A is {a}, expected {A_FRESH}");
-    ensure!(b == UNBOOTABLE, "slot B is {b}, expected {UNBOOTABLE}");
-    Ok(())
+    power_off_expect(ctx, &mut vm, A_FRESH, UNBOOTABLE)
 }
 
 // ---- power-cut -------------------------------------------------------------------
@@ -601,10 +566,5 @@ pub fn power_cut(ctx: &mut Ctx) -> Result<()> {
         TO_LOGIN,
     )?;
     ensure!(good.0 == 0, "cairn-mark-good did not run on v2");
-    vm.send_line("systemctl poweroff")?;
-    vm.wait_exit(TO_LOGIN)?;
-    let (a, b) = final_attrs(ctx, &mut vm)?;
-    ensure!(b == B_GOOD, "slot B is {b}, expected {B_GOOD}");
-    ensure!(a == A_FALLBACK, "slot A is {a}, expected {A_FALLBACK}");
-    Ok(())
+    power_off_expect(ctx, &mut vm, A_FALLBACK, B_GOOD)
 }
