@@ -52,7 +52,32 @@ pub(crate) fn parse_run_output(text: &str, nonce: &str) -> Option<(i32, String)>
         .take_while(|c| c.is_ascii_digit() || *c == '-')
         .collect();
     let code = digits.parse().ok()?;
-    Some((code, body[..rc_at].to_string()))
+    Some((code, drop_console_messages(&body[..rc_at])))
+}
+
+/// Removes whole lines the kernel or a `journal+console` service printed on
+/// the serial console while the command ran ("[   24.58] cairn-health[194]:
+/// …"): they share the tty with the shell but are not the command's output.
+fn drop_console_messages(out: &str) -> String {
+    let is_message = |l: &str| {
+        let Some(rest) = l.strip_prefix('[') else {
+            return false;
+        };
+        let Some((stamp, _)) = rest.split_once("] ") else {
+            return false;
+        };
+        let stamp = stamp.trim_start();
+        !stamp.is_empty()
+            && stamp.contains('.')
+            && stamp.chars().all(|c| c.is_ascii_digit() || c == '.')
+    };
+    let mut kept = String::with_capacity(out.len());
+    for l in out.split_inclusive('\n') {
+        if !is_message(l) {
+            kept.push_str(l);
+        }
+    }
+    kept
 }
 
 /// Regex for the prompt of an interactive shell that is waiting for input.
@@ -61,6 +86,15 @@ pub(crate) const PROMPT_REGEX: &str = r"[#$>] ?$";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_messages_are_not_command_output() {
+        let out = "[   24.581011] cairn-health[194]: cairn-health: passed after 5s\na\n[x] kept\n[ 1.5]no space kept\n";
+        assert_eq!(
+            drop_console_messages(out),
+            "a\n[x] kept\n[ 1.5]no space kept\n"
+        );
+    }
 
     #[test]
     fn framed_command_is_one_line_and_hides_the_markers() {

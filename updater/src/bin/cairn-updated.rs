@@ -104,6 +104,15 @@ fn run() -> Result<()> {
 
 /// One check (+ apply, + reboot when allowed).
 fn cycle(service: &Arc<Service>, cfg: &UpdateConfig) -> Result<String> {
+    // Settle again each time: at start the new slot may still have been
+    // waiting for its health checks (cairn-mark-good runs after us).
+    for n in service
+        .agent
+        .reconcile()
+        .context("checking the last update")?
+    {
+        log(5, &n);
+    }
     let pending_reboot = service.agent.status()?.reboot_needed;
     if !pending_reboot {
         let mut last = 0;
