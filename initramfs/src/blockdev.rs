@@ -134,9 +134,13 @@ pub fn parse_gpt_entries(buf: &[u8], h: &GptHeader) -> Vec<GptEntry> {
 pub struct Found {
     pub usr: PartDev,
     pub root: PartDev,
+    /// The OEM partition on the same disk, if exactly one is named so and the
+    /// kernel has added it. Optional: systemd's oem.mount is the fallback.
+    pub oem: Option<PartDev>,
 }
 
-/// Picks USR (by unique GUID) and ROOT (by GPT name `ROOT` on the same disk).
+/// Picks USR (by unique GUID), ROOT (by GPT name `ROOT` on the same disk)
+/// and, where there is one, OEM (by GPT name `OEM` on that disk).
 /// `Ok(None)`: not (yet) visible, keep waiting. `Err`: waiting cannot help.
 pub fn select(
     parts: &[PartDev],
@@ -186,9 +190,17 @@ pub fn select(
             .find(|p| &p.disk == disk && p.uevent.partn == Some(n))
             .cloned()
     };
+    let oems: Vec<&GptEntry> = gpts[disk]
+        .iter()
+        .filter(|e| e.name == Part::Oem.label())
+        .collect();
+    let oem = match oems.as_slice() {
+        [one] => dev(one.number),
+        _ => None,
+    };
     // The GPT can be read before the kernel has added every partition.
     Ok(match (dev(usr_entry.number), dev(root_entry.number)) {
-        (Some(usr), Some(root)) => Some(Found { usr, root }),
+        (Some(usr), Some(root)) => Some(Found { usr, root, oem }),
         _ => None,
     })
 }
@@ -244,6 +256,13 @@ mod tests {
         entry(&mut buf, 2, usr, Guid([3; 16]), "USR-B");
         entry(
             &mut buf,
+            3,
+            disk_layout::types::LINUX_DATA,
+            Guid([4; 16]),
+            "OEM",
+        );
+        entry(
+            &mut buf,
             4,
             disk_layout::types::ROOT_X86_64,
             Guid([5; 16]),
@@ -255,12 +274,14 @@ mod tests {
     #[test]
     fn gpt_entries_parse() {
         let e = disk_gpt();
-        assert_eq!(e.len(), 4);
+        assert_eq!(e.len(), 5);
         assert_eq!(e[1].number, 2);
         assert_eq!(e[1].unique, USR_A);
         assert_eq!(e[1].name, "USR-A");
-        assert_eq!(e[3].number, 5);
-        assert_eq!(e[3].name, "ROOT");
+        assert_eq!(e[3].number, 4);
+        assert_eq!(e[3].name, "OEM");
+        assert_eq!(e[4].number, 5);
+        assert_eq!(e[4].name, "ROOT");
         let mut bad = header();
         bad[84..88].copy_from_slice(&100u32.to_le_bytes());
         assert!(parse_gpt_header(&bad).is_err());
@@ -294,6 +315,9 @@ mod tests {
         let f = select(&all, &gpts, USR_A).unwrap().unwrap();
         assert_eq!(f.usr.uevent.devname, "vda2");
         assert_eq!(f.root.uevent.devname, "vda5");
+        // OEM is in the GPT but the kernel has not added vda4 (yet): no OEM,
+        // which does not hold the boot up.
+        assert_eq!(f.oem, None);
 
         // Not there yet: wait.
         assert_eq!(select(&parts[..1], &gpts, USR_A), Ok(None));
@@ -306,9 +330,44 @@ mod tests {
 
         // No ROOT on the USR disk.
         let mut noroot = disk_gpt();
-        noroot[3].name = "DATA".into();
+        noroot[4].name = "DATA".into();
         let gpts = BTreeMap::from([("vda".to_string(), noroot)]);
         let e = select(&all, &gpts, USR_A).unwrap_err();
         assert!(e.contains("no partition named ROOT"), "{e}");
+    }
+
+    #[test]
+    fn selects_oem_on_the_usr_disk_only_when_unambiguous() {
+        let vda: Vec<PartDev> = [1, 2, 3, 4, 5].iter().map(|&n| part("vda", n)).collect();
+        let mut other = disk_gpt();
+        other[1].unique = Guid([9; 16]);
+        let with = |vda_gpt: Vec<GptEntry>| {
+            let gpts = BTreeMap::from([
+                ("vda".to_string(), vda_gpt),
+                ("sda".to_string(), other.clone()),
+            ]);
+            let mut parts = vda.clone();
+            parts.push(part("sda", 4));
+            select(&parts, &gpts, USR_A).unwrap().unwrap().oem
+        };
+        // (OEM entries on the USR disk, expected device)
+        let renamed = |names: &[(usize, &str)]| {
+            let mut g = disk_gpt();
+            for (i, n) in names {
+                g[*i].name = (*n).into();
+            }
+            g
+        };
+        let cases: Vec<(Vec<GptEntry>, Option<&str>)> = vec![
+            (disk_gpt(), Some("vda4")),
+            // None named OEM on this disk; sda's OEM must not be taken.
+            (renamed(&[(3, "DATA")]), None),
+            // Two named OEM: do not guess, leave it to oem.mount.
+            (renamed(&[(0, "OEM")]), None),
+        ];
+        for (gpt, want) in cases {
+            let got = with(gpt);
+            assert_eq!(got.map(|p| p.uevent.devname), want.map(String::from));
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Mounts the kernel filesystems, loads the board's modules, finds the
 //! booted slot's USR partition by the PARTUUID the boot manager put on the
 //! command line, opens it through dm-verity with the signed root hash, mounts
-//! ROOT and /usr, lays /etc as an overlay, records the booted slot in /run
+//! ROOT and /usr, lays /etc as an overlay, mounts OEM on /oem, records the booted slot in /run
 //! and switches root to systemd. Any failure reboots (after 5 s) so that the
 //! boot manager's tries count down; `cairn.debug` waits instead.
 //!
@@ -118,6 +118,7 @@ fn run(debug: &mut bool) -> Result<Infallible> {
     let found = wait_for_partitions(&params, &module_failures)?;
     let usr_dev = setup_verity(&params, &found.usr)?;
     mount_sysroot(&found.root, &usr_dev)?;
+    mount_oem(found.oem.as_ref());
     record_boot(&params)?;
     switch_root(&params.init)
 }
@@ -450,6 +451,30 @@ fn mount_sysroot(root: &PartDev, usr_dev: &str) -> Result<()> {
     .map_err(|e| format!("mounting the /etc overlay ({opts}): {e}"))?;
     info(&format!("mounted overlay on {SYSROOT}/etc ({opts})"));
     Ok(())
+}
+
+/// Mounts OEM read-only on /oem, as oem.mount would. Done here because
+/// systemd can only mount it once udev has announced the device, late in a
+/// boot, and cairn-config (and so every login) waits for /oem. systemd takes
+/// the mount over as oem.mount. Not fatal: oem.mount still mounts it then.
+fn mount_oem(oem: Option<&PartDev>) {
+    let Some(oem) = oem else {
+        warn("no OEM partition on the boot disk yet; leaving /oem to oem.mount");
+        return;
+    };
+    let dev = format!("/dev/{}", oem.uevent.devname);
+    let target = format!("{SYSROOT}{}", rootfs::OEM_MOUNTPOINT);
+    let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let result = fs::create_dir_all(&target)
+        .map_err(|e| format!("mkdir {target}: {e}"))
+        .and_then(|()| {
+            sys::mount(&dev, &target, Some("ext4"), flags, None)
+                .map_err(|e| format!("mounting {dev} (ext4, ro) on {target}: {e}"))
+        });
+    match result {
+        Ok(()) => info(&format!("mounted {dev} (OEM, ext4, ro) on {target}")),
+        Err(e) => warn(&format!("{e}; leaving /oem to oem.mount")),
+    }
 }
 
 /// Creates the missing items under SYSROOT; existing paths are left alone.

@@ -11,6 +11,8 @@ pub const ETC_WORK: &str = ".cairn/etc/work";
 /// Module load order written by initrd-pack (paths relative to `/`).
 pub const MODULE_LIST: &str = disk_layout::initramfs::MODULE_LIST;
 /// Files for systemd units of the booted system (on the /run moved into it).
+/// Where the OEM partition is mounted (as by oem.mount in systemd-units).
+pub const OEM_MOUNTPOINT: &str = "/oem";
 pub const RUN_DIR: &str = "/run/cairn";
 pub const BOOTED_SLOT_FILE: &str = "/run/cairn/booted-slot";
 pub const USR_PARTUUID_FILE: &str = "/run/cairn/usr-partuuid";
