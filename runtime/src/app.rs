@@ -14,8 +14,9 @@ use crate::cgroup_policy;
 use crate::cli::{Exec, Paths, Run};
 use crate::foreground::{self, NotifyRelay};
 use crate::images;
+use crate::portfwd::{self, Listeners};
 use crate::runtime::{CreateOptions, ExecOptions, Libcontainer, OciRuntime};
-use crate::spec::{self, AppSettings, HostContext};
+use crate::spec::{self, AppSettings, HostContext, NetMode};
 
 pub const ANNOTATION_IMAGE: &str = "org.cairn.image";
 pub const ANNOTATION_DIGEST: &str = "org.cairn.image.digest";
@@ -42,16 +43,13 @@ pub struct ResolvedImage {
 }
 
 pub fn settings_from_cli(r: &Run, name: &str) -> Result<AppSettings> {
+    let net: NetMode = r.net.parse()?;
     let publish: Vec<spec::Publish> = r
         .publish
         .iter()
         .map(|p| spec::parse_publish(p))
         .collect::<Result<_, _>>()?;
-    if !publish.is_empty() {
-        // Port forwarding into a private netns needs a userspace proxy or
-        // nftables DNAT plus a veth pair; not implemented yet.
-        bail!("--publish is not supported yet; use --net host to share the host's ports");
-    }
+    spec::check_publish(net, &publish)?;
     Ok(AppSettings {
         name: name.to_string(),
         command: r.command.clone(),
@@ -70,7 +68,7 @@ pub fn settings_from_cli(r: &Run, name: &str) -> Result<AppSettings> {
         memory: r.memory.as_deref().map(spec::parse_memory).transpose()?,
         cpus: r.cpus.as_deref().map(spec::parse_cpus).transpose()?,
         pids_limit: r.pids_limit,
-        net: r.net.parse()?,
+        net,
         publish,
         read_write: r.read_write,
         hostname: r.hostname.clone(),
@@ -161,6 +159,10 @@ pub fn run(rt: &Libcontainer, r: &Run, paths: &Paths, systemd_flag: bool) -> Res
         }
     }
 
+    // Bound before anything is set up: a port in use fails the start with
+    // nothing left behind.
+    let listeners = Listeners::bind(&settings.publish)?;
+
     let bundle = paths.app_bundles.join(name);
     let state = paths.app_state.join(name);
     if bundle.join("rootfs").exists() {
@@ -169,7 +171,15 @@ pub fn run(rt: &Libcontainer, r: &Run, paths: &Paths, systemd_flag: bool) -> Res
     let _ = std::fs::remove_dir_all(&bundle);
     std::fs::create_dir_all(&bundle)
         .with_context(|| format!("cannot create bundle {}", bundle.display()))?;
-    let result = run_in_bundle(rt, &settings, &image, &bundle, &state, systemd_flag);
+    let result = run_in_bundle(
+        rt,
+        &settings,
+        &image,
+        &bundle,
+        &state,
+        systemd_flag,
+        listeners,
+    );
     let _ = std::fs::remove_dir_all(&bundle);
     result
 }
@@ -181,6 +191,7 @@ fn run_in_bundle(
     bundle: &Path,
     state: &Path,
     systemd_flag: bool,
+    listeners: Listeners,
 ) -> Result<i32> {
     let rootfs = bundle.join("rootfs");
     let _overlay = Overlay::mount(
@@ -255,7 +266,23 @@ fn run_in_bundle(
         systemd_cgroup: systemd,
         ..Default::default()
     };
-    crate::run_bundle(rt, &opts, false, relay.as_ref())
+    let net = settings.net;
+    let after_create: crate::AfterCreate = Box::new(move |pid| setup_network(net, listeners, pid));
+    crate::run_bundle_with(rt, &opts, false, relay.as_ref(), Some(after_create))
+}
+
+/// Between create and start: a private (or none) network gets its loopback
+/// up, and the published ports start forwarding into it.
+fn setup_network(net: NetMode, listeners: Listeners, pid: i32) -> Result<()> {
+    if net == NetMode::Host {
+        return Ok(());
+    }
+    let netns = portfwd::open_netns(pid)?;
+    portfwd::loopback_up(&netns)?;
+    if !listeners.is_empty() {
+        listeners.start(netns)?;
+    }
+    Ok(())
 }
 
 pub fn stop(rt: &Libcontainer, name: &str, grace: u64) -> Result<i32> {

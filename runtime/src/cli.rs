@@ -183,12 +183,16 @@ pub struct Run {
     pub cpus: Option<String>,
     #[arg(long, conflicts_with = "bundle")]
     pub pids_limit: Option<i64>,
+    /// private: own network namespace, loopback only plus --publish;
+    /// none: loopback only; host: the host's network.
     #[arg(long, default_value = "private", conflicts_with = "bundle")]
     pub net: String,
+    /// Forward a host port (all addresses, IPv4 and IPv6) to the app's port
+    /// on its loopback (--net private only; the app sees 127.0.0.1 as peer).
     #[arg(
         short,
         long = "publish",
-        value_name = "HOST:CTR[/tcp]",
+        value_name = "HOST:CTR[/tcp|/udp]",
         conflicts_with = "bundle"
     )]
     pub publish: Vec<String>,
@@ -294,6 +298,16 @@ mod tests {
             &[
                 "run", "--name", "web", "--net", "host", "-v", "/a:/b:ro", "img",
             ],
+            &[
+                "run",
+                "--name",
+                "web",
+                "-p",
+                "8080:80",
+                "--publish",
+                "53:53/udp",
+                "img",
+            ],
         ];
         for args in ok {
             parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
@@ -304,6 +318,7 @@ mod tests {
             &["run", "--bundle", "/b", "--env", "A=1", "id1"],
             &["run", "--name", "web", "--pid-file", "/p", "img"],
             &["run", "--bundle", "/b"],
+            &["run", "--bundle", "/b", "--publish", "8080:80", "id1"],
         ];
         for args in bad {
             assert!(parse(args).is_err(), "{args:?} parsed");

@@ -12,11 +12,11 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// Signals that are forwarded to the container rather than acted on.
-const FORWARDED: &[Signal] = &[
+pub const FORWARDED: &[Signal] = &[
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
@@ -26,16 +26,30 @@ const FORWARDED: &[Signal] = &[
     Signal::SIGWINCH,
 ];
 
-/// Blocks the forwarded signals so they queue for the signalfd. Call it
-/// after libcontainer has cloned the init (which would inherit the mask and
-/// keep it across exec) and before the container is started.
-pub fn block_signals() -> io::Result<SigSet> {
+pub fn forwarded_set() -> SigSet {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(*s);
     }
+    set
+}
+
+/// Blocks the forwarded signals so they queue for the signalfd. Call it
+/// after libcontainer has cloned the init (which would inherit the mask and
+/// keep it across exec) and before the container is started, and before any
+/// thread is spawned: threads inherit the mask, so a process-directed
+/// SIGTERM stays pending for the signalfd instead of hitting a thread whose
+/// default action would end us without stopping the container.
+pub fn block_signals() -> io::Result<SigSet> {
+    let set = forwarded_set();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(io::Error::from)?;
     Ok(set)
+}
+
+/// Blocks the forwarded signals in the calling thread only; helper threads
+/// call it first so the guarantee does not rest on who spawned them.
+pub fn block_signals_in_thread() -> io::Result<()> {
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&forwarded_set()), None).map_err(io::Error::from)
 }
 
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {

@@ -2,14 +2,16 @@
 //! foreground loop, shared by the binary and the integration tests.
 //!
 //! Whatever calls into `runtime` must be single-threaded (no async runtime,
-//! no threads): libcontainer clones from the calling process and runs Rust
-//! code in the children.
+//! no threads) until the container is created: libcontainer clones from the
+//! calling process and runs Rust code in the children. The only threads are
+//! the port forwarder's (`portfwd`), spawned from [`AfterCreate`].
 
 pub mod app;
 pub mod cgroup_policy;
 pub mod cli;
 pub mod foreground;
 pub mod images;
+pub mod portfwd;
 pub mod runtime;
 pub mod seccomp_profile;
 pub mod spec;
@@ -29,6 +31,13 @@ pub fn report(e: &anyhow::Error) {
     }
 }
 
+/// Runs once the container is created (its init waits for `start`) with the
+/// init's pid, after the forwarded signals are blocked and before the
+/// container is started. From here on threads may be spawned: libcontainer
+/// has cloned, and they inherit the blocked mask. An error stops the run
+/// and the container is deleted.
+pub type AfterCreate<'a> = Box<dyn FnOnce(i32) -> Result<()> + 'a>;
+
 /// Create, start, wait and delete: the container's exit status is ours.
 pub fn run_bundle(
     rt: &impl OciRuntime,
@@ -36,6 +45,24 @@ pub fn run_bundle(
     detach: bool,
     relay: Option<&foreground::NotifyRelay>,
 ) -> Result<i32> {
+    run_bundle_with(rt, opts, detach, relay, None)
+}
+
+/// [`run_bundle`] with a hook between create and start (foreground only).
+///
+/// Order: create (single-threaded) → block the forwarded signals → hook →
+/// start → wait → delete. Blocking comes after create so the init does not
+/// inherit the mask, and before the hook so its threads do.
+pub fn run_bundle_with(
+    rt: &impl OciRuntime,
+    opts: &CreateOptions,
+    detach: bool,
+    relay: Option<&foreground::NotifyRelay>,
+    after_create: Option<AfterCreate<'_>>,
+) -> Result<i32> {
+    if detach && after_create.is_some() {
+        anyhow::bail!("internal error: a detached run cannot have an after-create hook");
+    }
     let timings = std::env::var_os("CAIRN_RUN_TIMINGS").is_some();
     let t0 = std::time::Instant::now();
     let lap = |what: &str| {
@@ -54,6 +81,10 @@ pub fn run_bundle(
     }
     let result = (|| {
         let signals = foreground::block_signals().context("cannot block signals for forwarding")?;
+        if let Some(hook) = after_create {
+            hook(pid)?;
+            lap("set up");
+        }
         rt.start(&opts.id)?;
         lap("started");
         foreground::wait(pid, &signals, relay)

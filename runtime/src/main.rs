@@ -1,7 +1,9 @@
 //! cairn-run: Cairn's daemon-less container runtime.
 //!
-//! This process stays single-threaded (no async runtime, no threads):
-//! libcontainer clones from it and runs Rust code in the children.
+//! This process is single-threaded (no async runtime) until the container
+//! is created: libcontainer clones from it and runs Rust code in the
+//! children. Only then may the port forwarder start threads (lib.rs,
+//! `AfterCreate`).
 
 use std::process::ExitCode;
 

@@ -21,6 +21,13 @@ pub enum SpecError {
     #[error("invalid --publish {0:?}: expected HOSTPORT:CONTAINERPORT[/tcp|/udp]")]
     Publish(String),
     #[error(
+        "--publish forwards host ports into the app's private network; with --net {0} {hint}",
+        hint = publish_net_hint(.0)
+    )]
+    PublishNet(&'static str),
+    #[error("host port {0}/{1} is published twice: give each --publish its own host port")]
+    PublishTwice(u16, &'static str),
+    #[error(
         "invalid --memory {0:?}: expected bytes with an optional k, m or g suffix (at least 6m)"
     )]
     Memory(String),
@@ -40,6 +47,14 @@ pub enum SpecError {
     Invalid(String),
 }
 
+fn publish_net_hint(net: &str) -> &'static str {
+    if net == "host" {
+        "the app binds host ports itself: remove --publish"
+    } else {
+        "nothing can reach the app: use --net private"
+    }
+}
+
 /// The parts of an image config that shape the process.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImageDefaults {
@@ -54,7 +69,8 @@ pub struct ImageDefaults {
 pub enum NetMode {
     Host,
     None,
-    /// A new network namespace; `none` plus port forwarding once supported.
+    /// A new network namespace with loopback only, like `none`, plus the
+    /// `--publish` port forwards (see `portfwd`).
     #[default]
     Private,
 }
@@ -83,6 +99,24 @@ pub struct Publish {
     pub host_port: u16,
     pub container_port: u16,
     pub udp: bool,
+}
+
+impl Publish {
+    pub fn proto(&self) -> &'static str {
+        if self.udp { "udp" } else { "tcp" }
+    }
+}
+
+impl std::fmt::Display for Publish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}/{}",
+            self.host_port,
+            self.container_port,
+            self.proto()
+        )
+    }
 }
 
 /// What `cairn-run run --name` was asked for.
@@ -212,6 +246,26 @@ pub fn parse_publish(s: &str) -> Result<Publish, SpecError> {
         container_port: port(c)?,
         udp,
     })
+}
+
+/// Port forwards only make sense into the app's own network namespace, and
+/// a host port can be forwarded once per protocol (as the host config's
+/// `ports` are checked).
+pub fn check_publish(net: NetMode, publish: &[Publish]) -> Result<(), SpecError> {
+    match (net, publish.is_empty()) {
+        (_, true) | (NetMode::Private, false) => {}
+        (NetMode::Host, false) => return Err(SpecError::PublishNet("host")),
+        (NetMode::None, false) => return Err(SpecError::PublishNet("none")),
+    }
+    for (i, p) in publish.iter().enumerate() {
+        if publish[..i]
+            .iter()
+            .any(|o| o.host_port == p.host_port && o.udp == p.udp)
+        {
+            return Err(SpecError::PublishTwice(p.host_port, p.proto()));
+        }
+    }
+    Ok(())
 }
 
 /// Bytes with an optional binary suffix; below 6 MiB the container's own
@@ -554,6 +608,47 @@ mod tests {
                 .map(|p| (p.host_port, p.container_port, p.udp));
             assert_eq!(got, want, "{input}");
         }
+    }
+
+    #[test]
+    fn publish_check_table() {
+        let p = |s: &str| parse_publish(s).unwrap();
+        for (net, list, want) in [
+            (NetMode::Private, vec![], Ok(())),
+            (NetMode::Host, vec![], Ok(())),
+            (NetMode::None, vec![], Ok(())),
+            (
+                NetMode::Private,
+                vec![p("8080:80"), p("8080:80/udp")],
+                Ok(()),
+            ),
+            (NetMode::Private, vec![p("8080:80"), p("8081:80")], Ok(())),
+            (
+                NetMode::Private,
+                vec![p("53:53/udp"), p("8080:80"), p("53:5353/udp")],
+                Err(SpecError::PublishTwice(53, "udp")),
+            ),
+            (
+                NetMode::Host,
+                vec![p("8080:80")],
+                Err(SpecError::PublishNet("host")),
+            ),
+            (
+                NetMode::None,
+                vec![p("8080:80")],
+                Err(SpecError::PublishNet("none")),
+            ),
+        ] {
+            assert_eq!(check_publish(net, &list), want, "{net:?} {list:?}");
+        }
+        let msg = |e: SpecError| e.to_string();
+        assert!(
+            msg(SpecError::PublishNet("host"))
+                .contains("--net host the app binds host ports itself")
+        );
+        assert!(msg(SpecError::PublishNet("none")).contains("use --net private"));
+        assert_eq!(p("53:5353/udp").to_string(), "53:5353/udp");
+        assert_eq!(p("8080:80").to_string(), "8080:80/tcp");
     }
 
     #[test]

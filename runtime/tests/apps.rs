@@ -3,9 +3,14 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use cairn_run::portfwd::{self, Listeners};
+use cairn_run::spec::Publish;
 
 use common::*;
 
@@ -121,6 +126,7 @@ fn app_runs_with_the_default_security_settings() {
          touch /x 2>/dev/null && echo root-writable || echo root-readonly; \
          unshare -m true 2>/dev/null && echo unshare-allowed || echo unshare-denied; \
          echo kcore=$(head -c 16 /proc/kcore 2>/dev/null | wc -c); \
+         ip link show lo | head -n 1; \
          cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
          exit 3",
     );
@@ -135,6 +141,8 @@ fn app_runs_with_the_default_security_settings() {
     assert!(o.contains("root-readonly"), "{o}");
     assert!(o.contains("unshare-denied"), "{o}");
     assert!(o.contains("kcore=0"), "{o}");
+    // The private network's loopback is up.
+    assert!(o.contains("<LOOPBACK,UP"), "{o}");
     assert!(o.contains(&(64u64 << 20).to_string()), "{o}");
     // The container and its bundle are gone after the run.
     assert!(!host.p("bundles/web").exists());
@@ -242,4 +250,262 @@ fn ps_exec_and_stop() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137));
     assert!(t.elapsed() < Duration::from_secs(8));
+}
+
+/// A host port that was free a moment ago.
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET; the whole response.
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn ipv6_loopback() -> bool {
+    TcpListener::bind("[::1]:0").is_ok()
+}
+
+#[test]
+fn published_tcp_port_reaches_the_app_and_is_released() {
+    if !prerequisites(&["busybox", "umoci"]) {
+        return;
+    }
+    let host = host_with_image();
+    let port = free_tcp_port();
+    let publish = format!("{port}:8080");
+    let mut child = host
+        .cmd(&[
+            "run",
+            "--name",
+            "web",
+            "--net",
+            "private",
+            "--publish",
+            &publish,
+            IMAGE,
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p /dev/shm/www && echo hello-from-the-app > /dev/shm/www/index.html && \
+             trap 'exit 0' TERM; httpd -f -p 8080 -h /dev/shm/www & wait",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Until httpd listens, the proxy accepts and closes at once.
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let response = loop {
+        match http_get(v4, "/index.html") {
+            Ok(r) if !r.is_empty() => break r,
+            _ => {}
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut e = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+            panic!("the app exited ({st}) before answering: {e}");
+        }
+        assert!(Instant::now() < deadline, "port {port} never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        response.starts_with("HTTP/1.") && response.contains(" 200 "),
+        "{response}"
+    );
+    assert!(response.ends_with("hello-from-the-app\n"), "{response}");
+    // Dual-stack: the same listener serves IPv6 clients.
+    if ipv6_loopback() {
+        let r = http_get(
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            "/index.html",
+        )
+        .unwrap();
+        assert!(r.ends_with("hello-from-the-app\n"), "{r}");
+    }
+
+    host.ok(&["stop", "web", "--time", "5"]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    // The listener went with the process.
+    TcpListener::bind(("::", port))
+        .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+        .unwrap_or_else(|e| panic!("port {port} is still taken after stop: {e}"));
+}
+
+#[test]
+fn published_port_in_use_fails_the_start_cleanly() {
+    if !prerequisites(&["busybox", "umoci"]) {
+        return;
+    }
+    let host = host_with_image();
+    let taken = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = host.run("busy", &["--publish", &format!("{port}:80")], "true");
+    let (_, e) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains(&format!("host port {port}/tcp")) && e.contains("already in use"),
+        "{e}"
+    );
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    // Nothing left behind.
+    let ps: serde_json::Value = serde_json::from_str(&host.ok(&["ps", "--json"])).unwrap();
+    assert!(
+        !ps.as_array().unwrap().iter().any(|r| r["id"] == "busy"),
+        "{ps}"
+    );
+    assert!(!host.p("bundles/busy").exists());
+    drop(taken);
+
+    // Forwards only go into a private network.
+    for (net, hint) in [("host", "remove --publish"), ("none", "use --net private")] {
+        let out = host.run("n", &["--net", net, "--publish", "18080:80"], "true");
+        let (_, e) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{e}");
+        assert!(
+            e.contains(&format!("--net {net}")) && e.contains(hint),
+            "{e}"
+        );
+    }
+}
+
+/// The proxy on its own against servers in a network namespace made with
+/// `unshare`: UDP (busybox has no UDP server) with two clients, and a TCP
+/// half-close.
+#[test]
+fn proxy_forwards_udp_flows_and_tcp_half_close_into_a_netns() {
+    if !prerequisites(&["unshare"]) {
+        return;
+    }
+    let mut holder = Command::new(which("unshare").unwrap())
+        .args(["--net", "sleep", "120"])
+        .spawn()
+        .unwrap();
+    let pid = holder.id() as i32;
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .as_ref()
+        == Some(&ours)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "unshare never entered a new netns"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let netns = portfwd::open_netns(pid).unwrap();
+    portfwd::loopback_up(&netns).unwrap();
+
+    // The "app": a UDP echo naming the sender, and a TCP server that reads
+    // to EOF before it answers.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let app_ns = netns.clone();
+    std::thread::spawn(move || {
+        portfwd::enter_netns(&app_ns).unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:5353").unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:7000").unwrap();
+        ready_tx.send(()).unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                let reply = format!("{}:{}", from.ip(), String::from_utf8_lossy(&buf[..n]));
+                let _ = udp.send_to(reply.as_bytes(), from);
+            }
+        });
+        for conn in tcp.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut got = Vec::new();
+            if conn.read_to_end(&mut got).is_ok() {
+                let _ = write!(conn, "got {} bytes", got.len());
+            }
+        }
+    });
+    ready_rx.recv().unwrap();
+
+    let (uport, tport) = (free_udp_port(), free_tcp_port());
+    let publish = [
+        Publish {
+            host_port: uport,
+            container_port: 5353,
+            udp: true,
+        },
+        Publish {
+            host_port: tport,
+            container_port: 7000,
+            udp: false,
+        },
+    ];
+    let listeners = Listeners::bind(&publish).unwrap();
+    listeners.start(netns.clone()).unwrap();
+
+    // Each client gets its own replies; the app sees loopback (the known
+    // limitation).
+    let mut clients = vec![
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    ];
+    if ipv6_loopback() {
+        clients.push(UdpSocket::bind("[::1]:0").unwrap());
+    }
+    for round in 0..3 {
+        for (i, c) in clients.iter().enumerate() {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let to: SocketAddr = if c.local_addr().unwrap().is_ipv6() {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, uport))
+            } else {
+                SocketAddr::from((Ipv4Addr::LOCALHOST, uport))
+            };
+            let msg = format!("client {i} round {round}");
+            c.send_to(msg.as_bytes(), to).unwrap();
+            let mut buf = [0u8; 2048];
+            let (n, from) = c.recv_from(&mut buf).expect("a UDP reply");
+            assert_eq!(from.port(), uport);
+            assert_eq!(
+                String::from_utf8_lossy(&buf[..n]),
+                format!("127.0.0.1:{msg}")
+            );
+        }
+    }
+
+    // TCP: the request's end is passed on as a half-close, then the answer
+    // comes back on the same connection.
+    let mut s = TcpStream::connect(("127.0.0.1", tport)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&vec![7u8; 300_000]).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "got 300000 bytes");
+
+    // A bound port cannot be published again.
+    let e = Listeners::bind(&publish[1..]).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("host port {tport}/tcp")) && e.contains("in use"),
+        "{e}"
+    );
+
+    let _ = holder.kill();
+    let _ = holder.wait();
 }

@@ -2,7 +2,10 @@
 //! a real registry (Debian's docker-registry on the host's loopback, reached
 //! as 10.0.2.2), run by the generated unit with a named data volume; it must
 //! run after boot, survive a reboot, and survive an OS update to v2 with its
-//! volume intact.
+//! volume intact. A second app from the same image serves HTTP with busybox
+//! httpd in its private network, published with `ports = ["8080:80/tcp"]`;
+//! after the first boot it must answer on the guest's own non-loopback
+//! address (the forward listens on all addresses, not loopback only).
 //!
 //! The image is made here from busybox-static with umoci and pushed with
 //! skopeo, as a user without Docker would.
@@ -22,6 +25,11 @@ use std::time::{Duration, Instant};
 /// The app's command: count boots in the volume, then stay up until
 /// SIGTERM (as PID 1 of its namespace it must handle the signal itself).
 const APP_SCRIPT: &str = "echo boot >> /data/boots; echo \"counter: $(wc -l < /data/boots) boots\"; trap 'exit 0' TERM; sleep 1000000 & wait";
+
+/// The web app's command: httpd on port 80 of its private network.
+const WEB_SCRIPT: &str = "trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait";
+/// What the image's /www/index.html holds.
+const WEB_CONTENT: &str = "cairn-web-ok";
 
 fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd
@@ -52,9 +60,14 @@ fn build_image(dir: &Path) -> Result<std::path::PathBuf> {
     let bin = bundle.join("rootfs/bin");
     std::fs::create_dir_all(&bin)?;
     std::fs::create_dir_all(bundle.join("rootfs/data"))?;
+    std::fs::create_dir_all(bundle.join("rootfs/www"))?;
+    std::fs::write(
+        bundle.join("rootfs/www/index.html"),
+        format!("{WEB_CONTENT}\n"),
+    )?;
     std::fs::copy("/bin/busybox", bin.join("busybox"))
         .context("copying /bin/busybox (busybox-static)")?;
-    for applet in ["sh", "sleep", "wc", "cat", "echo", "test", "ls"] {
+    for applet in ["sh", "sleep", "wc", "cat", "echo", "test", "ls", "httpd"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet))?;
     }
     run(Command::new("umoci")
@@ -141,6 +154,51 @@ fn app_boots(ctx: &Ctx, vm: &mut Vm) -> Result<usize> {
     Ok(n)
 }
 
+/// The guest's first global IPv4 address, from `ip -4 -o addr show scope global`.
+fn global_ipv4(ip_output: &str) -> Option<String> {
+    ip_output.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        words.find(|w| *w == "inet")?;
+        let addr = words.next()?.split('/').next()?;
+        (!addr.starts_with("127.")).then(|| addr.to_string())
+    })
+}
+
+/// The web app answers through its published port on the guest's own
+/// address (bash's /dev/tcp: the guest has no curl or wget).
+fn web_answers(ctx: &Ctx, vm: &mut Vm) -> Result<()> {
+    let ips = vm.run_ok("ip -4 -o addr show scope global", SHELL_CMD)?;
+    let addr = global_ipv4(&ips)
+        .with_context(|| format!("the guest has no global IPv4 address:\n{ips}"))?;
+    // A try every 2 s for about 90 s (each bounded to 5 s): the app may
+    // still be starting.
+    let fetch = format!(
+        "ok=1; for i in $(seq 45); do r=$(timeout 5 bash -c '{{ printf \"GET /index.html HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3; }} 2>/dev/null 3<>/dev/tcp/{addr}/8080'); case \"$r\" in *{WEB_CONTENT}*) ok=0; printf '%s\\n' \"$r\"; break;; esac; sleep 2; done; test $ok = 0"
+    );
+    let (rc, out) = vm.run(&fetch, Duration::from_secs(330))?;
+    if rc != 0 {
+        let why = vm.run(
+            "systemctl status --no-pager -n 0 cairn-app@web.service 2>&1 | head -n 8; \
+             journalctl -b --no-pager -o cat -u cairn-app@web.service | tail -n 20; ss -ltnp",
+            SHELL_CMD,
+        )?;
+        bail!(
+            "the web app did not answer on http://{addr}:8080/index.html ({rc}): {}\n{}",
+            out.trim(),
+            why.1
+        );
+    }
+    ensure!(
+        out.contains(" 200 "),
+        "http://{addr}:8080/index.html did not answer 200: {out}"
+    );
+    say(
+        ctx,
+        &format!("the web app answers on http://{addr}:8080/ through its published port"),
+    );
+    Ok(())
+}
+
 fn reboot_to(vm: &mut Vm, want: &str) -> Result<()> {
     vm.send_line("systemctl reboot")?;
     let line = vm.wait_for(Pattern::regex(CHOSEN)?, TO_LOGIN)?;
@@ -177,8 +235,11 @@ pub fn app(ctx: &mut Ctx) -> Result<()> {
          [[containers.trust]]\nprefix = \"{reg}/test/\"\naccept_anything = true\n\
          [[apps]]\nname = \"counter\"\nimage = \"{reg}/test/counter:1\"\n\
          command = [\"/bin/sh\", \"-c\", {script:?}]\nvolumes = [\"data:/data\"]\n\
-         restart = \"always\"\nhealth = [\"/bin/test\", \"-s\", \"/data/boots\"]\nboot_health = true\n",
-        script = APP_SCRIPT
+         restart = \"always\"\nhealth = [\"/bin/test\", \"-s\", \"/data/boots\"]\nboot_health = true\n\
+         [[apps]]\nname = \"web\"\nimage = \"{reg}/test/counter:1\"\n\
+         command = [\"/bin/sh\", \"-c\", {web:?}]\nports = [\"8080:80/tcp\"]\n",
+        script = APP_SCRIPT,
+        web = WEB_SCRIPT
     );
     let cfg = update::host_config(ctx, &server, "off", &extra)?;
     let mut spec = VmSpec::new(ctx.arch, ctx.image_file("disk.raw")?);
@@ -194,6 +255,7 @@ pub fn app(ctx: &mut Ctx) -> Result<()> {
         SHELL_CMD,
     )?;
     ensure!(logs.trim() != "0", "the app's output is not in the journal");
+    web_answers(ctx, &mut vm)?;
 
     // The agent installs v2 in the background meanwhile (reboot = "off").
     vm.run_ok(
@@ -217,4 +279,23 @@ pub fn app(ctx: &mut Ctx) -> Result<()> {
     vm.wait_exit(TO_LOGIN)?;
     drop(registry);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_ipv4_table() {
+        for (out, want) in [
+            (
+                "2: enp0s2    inet 10.0.2.15/24 metric 1024 brd 10.0.2.255 scope global dynamic enp0s2\\       valid_lft 86391sec preferred_lft 86391sec\n",
+                Some("10.0.2.15"),
+            ),
+            ("", None),
+            ("1: lo    inet 127.0.0.1/8 scope host lo\n", None),
+        ] {
+            assert_eq!(global_ipv4(out).as_deref(), want, "{out:?}");
+        }
+    }
 }
