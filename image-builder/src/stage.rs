@@ -225,7 +225,8 @@ fn install_cairn_files(root: &Path, files: &CairnFiles) -> Result<()> {
         &files
             .units_dir
             .join("usr/lib/systemd/system-preset/10-cairn.preset"),
-    )
+    )?;
+    apply_masks(root, &files.units_dir.join("usr/share/cairn/masked-units"))
 }
 
 /// Copies each preloaded OCI layout to /usr/share/cairn/images/<image>/
@@ -250,7 +251,7 @@ pub fn preload_images(root: &Path, preloads: &[Preload]) -> Result<()> {
     Ok(())
 }
 
-/// `systemctl --root` enable/disable/mask for each line of our preset file:
+/// `systemctl --root` enable/disable for each line of our preset file:
 /// explicit, so Debian's own preset defaults cannot change what a host runs.
 fn apply_presets(root: &Path, preset: &Path) -> Result<()> {
     let text = std::fs::read_to_string(preset)
@@ -263,10 +264,10 @@ fn apply_presets(root: &Path, preset: &Path) -> Result<()> {
         let (verb, unit) = line
             .split_once(' ')
             .with_context(|| format!("{}: bad line {line:?}", preset.display()))?;
-        if !["enable", "disable", "mask"].contains(&verb) {
+        if !["enable", "disable"].contains(&verb) {
             bail!("{}: unknown verb in {line:?}", preset.display());
         }
-        // A unit the package set lacks is not an error for disable/mask.
+        // A unit the package set lacks is not an error for disable.
         let unit_exists = ["usr/lib/systemd/system", "etc/systemd/system"]
             .iter()
             .any(|d| root.join(d).join(unit).exists());
@@ -282,6 +283,25 @@ fn apply_presets(root: &Path, preset: &Path) -> Result<()> {
             .arg(verb)
             .arg(unit);
         run(&mut cmd)?;
+    }
+    Ok(())
+}
+
+/// `systemctl --root mask` for each unit listed (one per line) in `list`.
+fn apply_masks(root: &Path, list: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(list).with_context(|| format!("cannot read {}", list.display()))?;
+    for unit in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        if unit.contains(char::is_whitespace) {
+            bail!("{}: {unit:?} is not one unit name", list.display());
+        }
+        run(Command::new("systemctl")
+            .arg(format!("--root={}", root.display()))
+            .args(["--quiet", "mask", unit]))?;
     }
     Ok(())
 }
