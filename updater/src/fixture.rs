@@ -166,6 +166,50 @@ pub fn publish(repo: &Path, release: &Path, wave: Wave) -> Result<(), BoxError> 
     Ok(())
 }
 
+/// The files a test host of version 1.0.0 reads from `dir`: `root.json`
+/// (`root`), `keys.json` (trusting the build key), `os-release` and
+/// `config.toml` (`config`). [`cairnctl_args`] points cairnctl at them.
+pub fn write_host_files(dir: &Path, root: &Root, config: &str) -> Result<(), BoxError> {
+    let key = build_key().public();
+    let keys = serde_json::json!([{
+        "id": key.key_id(),
+        "public": key.to_line().trim(),
+        "development": true,
+    }]);
+    std::fs::write(dir.join("root.json"), root.to_json())?;
+    std::fs::write(dir.join("keys.json"), keys.to_string())?;
+    std::fs::write(
+        dir.join("os-release"),
+        format!("ID=cairn\nIMAGE_ID={BOARD}\nIMAGE_VERSION=1.0.0\n"),
+    )?;
+    std::fs::write(dir.join("config.toml"), config)?;
+    Ok(())
+}
+
+/// cairnctl's path options for the test host in `dir` (files from
+/// [`write_host_files`], disk from [`make_target`] in `dir/host`, state in
+/// `dir/state`), booted from slot a, with its repository at `url`.
+pub fn cairnctl_args(dir: &Path, url: &str) -> Vec<String> {
+    let host = dir.join("host");
+    let p = |x: PathBuf| x.display().to_string();
+    [
+        ("--config", p(dir.join("config.toml"))),
+        ("--url", url.to_string()),
+        ("--disk", p(host.join("disk.img"))),
+        ("--slot-a", p(host.join("usr-a.img"))),
+        ("--slot-b", p(host.join("usr-b.img"))),
+        ("--esp", p(host.join("esp"))),
+        ("--state-dir", p(dir.join("state"))),
+        ("--root", p(dir.join("root.json"))),
+        ("--keys", p(dir.join("keys.json"))),
+        ("--os-release", p(dir.join("os-release"))),
+        ("--booted-slot", "a".to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .collect()
+}
+
 /// A host disk: `disk.img` with a Cairn GPT (A 1/0/1, B 0/0/0), slot files of
 /// `slot_bytes` each, an ESP directory whose `cairn/a/` holds the booted files.
 pub fn make_target(dir: &Path, slot_bytes: u64) -> Result<Target, BoxError> {

@@ -68,23 +68,7 @@ fn bench_cairnctl() {
     .unwrap();
     let repo = dir.join("repo");
     let root = fixture::make_repo(&repo, &[&rel]).unwrap();
-    std::fs::write(dir.join("root.json"), root.to_json()).unwrap();
-    let key = fixture::build_key().public();
-    std::fs::write(
-        dir.join("keys.json"),
-        serde_json::json!([{"id": key.key_id(), "public": key.to_line().trim(), "development": true}])
-            .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("os-release"),
-        format!(
-            "ID=cairn\nIMAGE_ID={}\nIMAGE_VERSION=1.0.0\n",
-            fixture::BOARD
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("config.toml"), "[update]\nchannel = \"stable\"\n").unwrap();
+    fixture::write_host_files(dir, &root, "[update]\nchannel = \"stable\"\n").unwrap();
     let server = fixture::Server::start(&repo).unwrap();
     let p = |x: &Path| x.display().to_string();
     let manifest = release_manifest::Manifest::from_json(
@@ -112,17 +96,8 @@ fn bench_cairnctl() {
                 Some(d) => Path::new(&d).join("cairnctl"),
                 None => env!("CARGO_BIN_EXE_cairnctl").into(),
             })
-            .args(["--config", &p(&dir.join("config.toml"))])
-            .args(["--url", &server.url])
-            .args(["--disk", &p(&host.join("disk.img"))])
-            .args(["--slot-a", &p(&host.join("usr-a.img"))])
-            .args(["--slot-b", &p(&host.join("usr-b.img"))])
-            .args(["--esp", &p(&host.join("esp"))])
-            .args(["--state-dir", &p(&dir.join("state"))])
-            .args(["--root", &p(&dir.join("root.json"))])
-            .args(["--keys", &p(&dir.join("keys.json"))])
-            .args(["--os-release", &p(&dir.join("os-release"))])
-            .args(["--booted-slot", "a", "update", "--now"])
+            .args(fixture::cairnctl_args(dir, &server.url))
+            .args(["update", "--now"])
             .stdout(std::process::Stdio::null()),
         );
         let _ = std::fs::remove_file(dir.join("baseline.img"));

@@ -6,22 +6,8 @@ use std::process::Command;
 use cairn_updater::fixture::{self, Server};
 
 fn cairnctl(dir: &Path, url: &str, args: &[&str]) -> (bool, String, String) {
-    let t = dir.join("host");
     let out = Command::new(env!("CARGO_BIN_EXE_cairnctl"))
-        .args(["--config", &dir.join("config.toml").display().to_string()])
-        .args(["--url", url])
-        .args(["--disk", &t.join("disk.img").display().to_string()])
-        .args(["--slot-a", &t.join("usr-a.img").display().to_string()])
-        .args(["--slot-b", &t.join("usr-b.img").display().to_string()])
-        .args(["--esp", &t.join("esp").display().to_string()])
-        .args(["--state-dir", &dir.join("state").display().to_string()])
-        .args(["--root", &dir.join("root.json").display().to_string()])
-        .args(["--keys", &dir.join("keys.json").display().to_string()])
-        .args([
-            "--os-release",
-            &dir.join("os-release").display().to_string(),
-        ])
-        .args(["--booted-slot", "a"])
+        .args(fixture::cairnctl_args(dir, url))
         .args(args)
         .output()
         .expect("run cairnctl");
@@ -38,24 +24,8 @@ fn status_check_update_history_with_json() {
     let dir = tmp.path();
     let rel = fixture::make_release(&dir.join("build"), "1.1.0", 300_000, 64 << 10, 3).unwrap();
     let root = fixture::make_repo(&dir.join("repo"), &[&rel]).unwrap();
-    std::fs::write(dir.join("root.json"), root.to_json()).unwrap();
     fixture::make_target(&dir.join("host"), 1 << 20).unwrap();
-    let key = fixture::build_key().public();
-    std::fs::write(
-        dir.join("keys.json"),
-        serde_json::json!([{"id": key.key_id(), "public": key.to_line().trim(), "development": true}])
-            .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("os-release"),
-        format!(
-            "ID=cairn\nIMAGE_ID={}\nIMAGE_VERSION=1.0.0\n",
-            fixture::BOARD
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("config.toml"), "[update]\nchannel = \"stable\"\n").unwrap();
+    fixture::write_host_files(dir, &root, "[update]\nchannel = \"stable\"\n").unwrap();
     let server = Server::start(&dir.join("repo")).unwrap();
 
     let (ok, out, err) = cairnctl(dir, &server.url, &["status"]);

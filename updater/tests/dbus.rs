@@ -105,25 +105,7 @@ struct World {
 
 impl World {
     fn paths(&self) -> Vec<String> {
-        let d = &self.dir;
-        let t = d.join("host");
-        let p = |x: PathBuf| x.display().to_string();
-        [
-            ("--config", p(d.join("config.toml"))),
-            ("--url", self._server.url.clone()),
-            ("--disk", p(t.join("disk.img"))),
-            ("--slot-a", p(t.join("usr-a.img"))),
-            ("--slot-b", p(t.join("usr-b.img"))),
-            ("--esp", p(t.join("esp"))),
-            ("--state-dir", p(d.join("state"))),
-            ("--root", p(d.join("root.json"))),
-            ("--keys", p(d.join("keys.json"))),
-            ("--os-release", p(d.join("os-release"))),
-            ("--booted-slot", "a".into()),
-        ]
-        .into_iter()
-        .flat_map(|(k, v)| [k.to_string(), v])
-        .collect()
+        fixture::cairnctl_args(&self.dir, &self._server.url)
     }
 
     /// `cairnctl --bus <args>` on the test bus, optionally as another user.
@@ -185,25 +167,10 @@ fn world() -> Option<World> {
     let (chunks, usr_size) = (image.chunks.len(), image.size);
     let root = fixture::make_repo(&dir.join("repo"), &[&rel]).unwrap();
     std::fs::remove_dir_all(dir.join("build")).unwrap();
-    std::fs::write(dir.join("root.json"), root.to_json()).unwrap();
     fixture::make_target(&dir.join("host"), (usr_size + (1 << 20)).max(4 << 20)).unwrap();
-    let key = fixture::build_key().public();
-    std::fs::write(
-        dir.join("keys.json"),
-        serde_json::json!([{"id": key.key_id(), "public": key.to_line().trim(), "development": true}])
-            .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("os-release"),
-        format!(
-            "ID=cairn\nIMAGE_ID={}\nIMAGE_VERSION=1.0.0\n",
-            fixture::BOARD
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("config.toml"),
+    fixture::write_host_files(
+        &dir,
+        &root,
         "[update]\nchannel = \"stable\"\nreboot = \"off\"\n",
     )
     .unwrap();

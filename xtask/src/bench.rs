@@ -39,13 +39,13 @@ fn timed(cmd: &mut Command) -> Result<f64> {
 fn build() -> Result<()> {
     setup::setup()?;
     artifacts(Arch::X86_64)?;
-    let work = root().join("target/bench-build");
+    let work = crate::target_dir().join("bench-build");
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
     }
     std::fs::create_dir_all(&work)?;
     let cairn = |cache: &Path| {
-        let mut c = Command::new(root().join("target/release/cairn-build"));
+        let mut c = Command::new(crate::target_dir().join("release/cairn-build"));
         c.args(["build", "--dev-key", "--board", "qemu-x86_64", "--out"])
             .arg(work.join("out"))
             .env("CAIRN_CACHE", cache);
@@ -129,7 +129,7 @@ pub fn boot() -> Result<()> {
     setup::setup()?;
     // Its own image: the VM scenarios may be booting out/test-* meanwhile.
     let image = crate::build_image("qemu-x86_64", &root().join("out/bench-qemu-x86_64"))?;
-    let work = root().join("target/bench-boot");
+    let work = crate::target_dir().join("bench-boot");
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
     }
@@ -415,15 +415,14 @@ pub fn update() -> Result<()> {
         Arch::X86_64
     };
     artifacts(native)?;
-    let bin = root()
-        .join("target")
+    let bin = crate::target_dir()
         .join(native.musl_target())
         .join("release");
     let mib: u64 = std::env::var("CAIRN_BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
-    let dir = root().join("target/bench-update");
+    let dir = crate::target_dir().join("bench-update");
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }

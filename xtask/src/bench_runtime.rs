@@ -22,8 +22,7 @@ pub fn run(args: &[String]) -> Result<()> {
         .parent()
         .context("xtask has no parent dir")?
         .to_path_buf();
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = crate::target_dir();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "-p", "cairn-run"])
         .current_dir(&root)

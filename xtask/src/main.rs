@@ -76,6 +76,12 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (the binaries
+/// run from there must be the ones just built), else `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
 fn arch(name: &str) -> Result<Arch> {
     Arch::from_name(name).with_context(|| format!("unknown arch {name:?}: use x86_64 or arm64"))
 }
@@ -168,7 +174,7 @@ fn seccomp_lib_dir(arch: Arch) -> Result<PathBuf> {
     if !src.is_file() {
         bail!("{} is missing: run `cargo xtask setup`", src.display());
     }
-    let dir = root().join("target/libseccomp").join(arch.name());
+    let dir = target_dir().join("libseccomp").join(arch.name());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dst = dir.join("libseccomp.a");
     std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
@@ -195,7 +201,7 @@ fn build_image_with(board: &str, out: &Path, extra: &[&str]) -> Result<PathBuf> 
         setup::binfmt_arm64()?;
     }
     artifacts(arch)?;
-    sh(Command::new(root().join("target/release/cairn-build"))
+    sh(Command::new(target_dir().join("release/cairn-build"))
         .args(["build", "--dev-key", "--board", board, "--out"])
         .arg(out)
         .args(extra))?;
@@ -267,11 +273,16 @@ fn test_repo(arch: Arch, build: bool) -> Result<PathBuf> {
         std::fs::remove_dir_all(&repo).with_context(|| format!("removing {}", repo.display()))?;
     }
     artifacts(arch)?;
-    sh(Command::new(root().join("target/release/cairn-build"))
+    // git checks the key out as 0644 and the key loader refuses that for a
+    // secret; `cairn-build --dev-key` fixes the mode but may not have run yet.
+    let key = root().join(disk_layout::dev_key::SECRET);
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .with_context(|| format!("chmod 600 {}", key.display()))?;
+    sh(Command::new(target_dir().join("release/cairn-build"))
         .args(["repo", "init", "--repo"])
         .arg(&repo)
         .arg("--key")
-        .arg(root().join(disk_layout::dev_key::SECRET)))?;
+        .arg(&key))?;
     Ok(repo)
 }
 
@@ -297,7 +308,7 @@ fn vmtest(scenarios: &[String], arch: Arch, build: bool) -> Result<()> {
         images.set_update(arch, qemu_tests::UpdateInputs { v2, repo });
     }
     let template = qemu_tests::CtxTemplate {
-        artifacts_root: root().join("target/vm-artifacts"),
+        artifacts_root: target_dir().join("vm-artifacts"),
         images,
         keep_on_failure: true,
     };

@@ -95,6 +95,19 @@ pub(crate) fn final_attrs(ctx: &Ctx, vm: &mut Vm) -> Result<(Attrs, Attrs)> {
     Ok((a, b))
 }
 
+/// Stops the VM (if running) and checks both slots' attributes on its disk.
+pub(crate) fn expect_final_attrs(
+    ctx: &Ctx,
+    vm: &mut Vm,
+    a_want: Attrs,
+    b_want: Attrs,
+) -> Result<()> {
+    let (a, b) = final_attrs(ctx, vm)?;
+    ensure!(a == a_want, "slot A is {a}, expected {a_want}");
+    ensure!(b == b_want, "slot B is {b}, expected {b_want}");
+    Ok(())
+}
+
 // ---- boot ------------------------------------------------------------------
 
 /// A normal boot of the built image: slot A, /usr on dm-verity, / on ROOT,
@@ -124,6 +137,12 @@ fn boot_body(ctx: &mut Ctx) -> Result<()> {
 
     // Startup must be over before "no failed units" means anything.
     let state = vm.run("timeout 200 systemctl is-system-running --wait", TO_LOGIN)?;
+    // Where the boot's time went, for `cargo xtask bench boot` follow-ups.
+    let (_, analysis) = vm.run(
+        "systemd-analyze time; systemd-analyze critical-chain serial-getty@ttyS0.service multi-user.target; systemd-analyze blame | head -n 12",
+        SHELL_CMD,
+    )?;
+    say(ctx, &format!("systemd-analyze:\n{}", analysis.trim_end()));
     let mut problems = Vec::new();
     let failed = vm.run_ok("systemctl --failed --no-legend --plain", SHELL_CMD)?;
     if !failed.trim().is_empty() {
@@ -265,21 +284,29 @@ pub fn parse_chosen(line: &str) -> Result<(String, u8, u8)> {
     Ok((c[1].to_string(), num(2)?, num(3)?))
 }
 
-/// Follows the console from the first boot until the boot manager chooses
-/// slot a. Every attempt of slot b must show each of `evidence`, in order
-/// (how it failed), before the next choice, and must not reach the login
-/// prompt. Returns the (before, after) tries of each attempt of b.
-pub(crate) fn follow_b_attempts(
+/// Slot b fails three times, each attempt showing `evidence` (see
+/// [`follow_b_attempts`]), using up its tries 3->2->1->0; then slot a boots
+/// to the login prompt.
+pub(crate) fn b_fails_three_times(
     ctx: &Ctx,
     vm: &mut Vm,
     evidence: &[Pattern],
-) -> Result<Vec<(u8, u8)>> {
-    follow_b_attempts_until(ctx, vm, evidence, true)
+    login_fails: bool,
+) -> Result<()> {
+    let tries = follow_b_attempts(ctx, vm, evidence, login_fails)?;
+    ensure!(
+        tries == [(3, 2), (2, 1), (1, 0)],
+        "slot b attempts used tries {tries:?}, expected 3->2, 2->1, 1->0"
+    );
+    a_reaches_login(ctx, vm)
 }
 
-/// [`follow_b_attempts`]; with `login_fails` false an attempt may reach the
-/// login prompt (a slot that fails its health checks gets that far).
-pub(crate) fn follow_b_attempts_until(
+/// Follows the console from the first boot until the boot manager chooses
+/// slot a. Every attempt of slot b must show each of `evidence`, in order
+/// (how it failed), before the next choice; with `login_fails` it must not
+/// reach the login prompt (a slot that fails its health checks gets that
+/// far). Returns the (before, after) tries of each attempt of b.
+fn follow_b_attempts(
     ctx: &Ctx,
     vm: &mut Vm,
     evidence: &[Pattern],
@@ -329,7 +356,7 @@ pub(crate) fn follow_b_attempts_until(
 }
 
 /// After slot a was chosen: it boots to the login prompt.
-pub(crate) fn a_reaches_login(ctx: &Ctx, vm: &mut Vm) -> Result<()> {
+fn a_reaches_login(ctx: &Ctx, vm: &mut Vm) -> Result<()> {
     vm.wait_for("cairn-boot: slot a boot files verified", ONE_ATTEMPT)?;
     let l = vm.wait_for("cairn login:", TO_LOGIN)?;
     say(ctx, &format!("slot a at the login prompt at {:.1} s", l.t));
@@ -366,14 +393,6 @@ fn copy_a_to_b(ctx: &Ctx, disk: &Disk) -> Result<BootFiles> {
     Ok(files)
 }
 
-pub(crate) fn expect_three_attempts(tries: &[(u8, u8)]) -> Result<()> {
-    ensure!(
-        tries == [(3, 2), (2, 1), (1, 0)],
-        "slot b attempts used tries {tries:?}, expected 3->2, 2->1, 1->0"
-    );
-    Ok(())
-}
-
 // ---- fallback-bad-kernel ---------------------------------------------------
 
 /// B's boot files are properly signed but the kernel panics (its initramfs
@@ -406,16 +425,8 @@ fn fallback_bad_kernel_body(ctx: &mut Ctx) -> Result<()> {
         // ...and the kernel finds no init and no root device.
         Pattern::from("Kernel panic - not syncing: VFS: Unable to mount root fs"),
     ];
-    let tries = follow_b_attempts(ctx, &mut vm, &evidence)?;
-    expect_three_attempts(&tries)?;
-    a_reaches_login(ctx, &mut vm)?;
-    let (a, b) = final_attrs(ctx, &mut vm)?;
-    ensure!(a == A_FRESH, "slot A is {a}, expected {A_FRESH}");
-    ensure!(
-        b == Attrs::new(2, 0, false),
-        "slot B is {b}, expected prio 2 tries 0 ok 0"
-    );
-    Ok(())
+    b_fails_three_times(ctx, &mut vm, &evidence, true)?;
+    expect_final_attrs(ctx, &mut vm, A_FRESH, Attrs::new(2, 0, false))
 }
 
 // ---- bad-signature ---------------------------------------------------------
@@ -489,13 +500,7 @@ fn bad_signature_body(ctx: &mut Ctx) -> Result<()> {
         );
     }
     a_reaches_login(ctx, &mut vm)?;
-    let (a, b) = final_attrs(ctx, &mut vm)?;
-    ensure!(a == A_FRESH, "slot A is {a}, expected {A_FRESH}");
-    ensure!(
-        b.priority == 0 && b.tries == 0 && !b.successful,
-        "slot B is {b}, expected prio 0 tries 0 ok 0"
-    );
-    Ok(())
+    expect_final_attrs(ctx, &mut vm, A_FRESH, Attrs::new(0, 0, false))
 }
 
 // ---- verity-corruption -----------------------------------------------------
@@ -533,16 +538,8 @@ fn verity_corruption_body(ctx: &mut Ctx) -> Result<()> {
         // giving up if it saw the error first.
         Pattern::regex(r"Kernel panic - not syncing|cairn-init: FATAL")?,
     ];
-    let tries = follow_b_attempts(ctx, &mut vm, &evidence)?;
-    expect_three_attempts(&tries)?;
-    a_reaches_login(ctx, &mut vm)?;
-    let (a, b) = final_attrs(ctx, &mut vm)?;
-    ensure!(a == A_FRESH, "slot A is {a}, expected {A_FRESH}");
-    ensure!(
-        b == Attrs::new(2, 0, false),
-        "slot B is {b}, expected prio 2 tries 0 ok 0"
-    );
-    Ok(())
+    b_fails_three_times(ctx, &mut vm, &evidence, true)?;
+    expect_final_attrs(ctx, &mut vm, A_FRESH, Attrs::new(2, 0, false))
 }
 
 #[cfg(test)]

@@ -18,8 +18,7 @@ use crate::runner::{Ctx, UpdateInputs};
 use crate::scenarios::V2;
 use crate::scenarios::boot_chain::{
     A_FRESH, CHOSEN, CORRUPT_OFFSET, ONE_ATTEMPT, ROOT_PASSWORD, SHELL_CMD, TO_LOGIN,
-    a_reaches_login, expect_three_attempts, final_attrs, follow_b_attempts,
-    follow_b_attempts_until, parse_chosen, say, write_host_config,
+    b_fails_three_times, expect_final_attrs, parse_chosen, say, write_host_config,
 };
 use crate::vm::{HOST_ADDR_FROM_GUEST, Vm, VmSpec};
 use anyhow::{Context, Result, bail, ensure};
@@ -149,6 +148,22 @@ fn log_len(server: &Server) -> usize {
 /// On the running v1 after a rollback: v2 is in the failed list with a
 /// reason containing `reason`, and a fresh check (cairn-updated restarted)
 /// downloads nothing of it.
+/// The end of every rollback scenario: b fails three times (`evidence` on
+/// each attempt), a boots, v2 is recorded as rolled back for `reason` and is
+/// not fetched again, and at power-off a is fresh and b unbootable.
+fn rolls_back(
+    ctx: &Ctx,
+    vm: &mut Vm,
+    server: &Server,
+    evidence: &[Pattern],
+    login_fails: bool,
+    reason: &str,
+) -> Result<()> {
+    b_fails_three_times(ctx, vm, evidence, login_fails)?;
+    rolled_back_and_not_retried(ctx, vm, server, reason)?;
+    power_off_expect(ctx, vm, A_FRESH, UNBOOTABLE)
+}
+
 fn rolled_back_and_not_retried(
     ctx: &Ctx,
     vm: &mut Vm,
@@ -210,10 +225,7 @@ fn rolled_back_and_not_retried(
 fn power_off_expect(ctx: &Ctx, vm: &mut Vm, a_want: Attrs, b_want: Attrs) -> Result<()> {
     vm.send_line("systemctl poweroff")?;
     vm.wait_exit(TO_LOGIN).context("waiting for power-off")?;
-    let (a, b) = final_attrs(ctx, vm)?;
-    ensure!(a == a_want, "slot A is {a}, expected {a_want}");
-    ensure!(b == b_want, "slot B is {b}, expected {b_want}");
-    Ok(())
+    expect_final_attrs(ctx, vm, a_want, b_want)
 }
 
 /// Publishes `release`, serves it, and boots v1 (slot a) with the update
@@ -355,11 +367,7 @@ pub fn rollback_bad_kernel(ctx: &mut Ctx) -> Result<()> {
         Pattern::from("cairn-boot: slot b boot files verified"),
         Pattern::regex(r"Kernel panic - not syncing")?,
     ];
-    let tries = follow_b_attempts(ctx, &mut vm, &evidence)?;
-    expect_three_attempts(&tries)?;
-    a_reaches_login(ctx, &mut vm)?;
-    rolled_back_and_not_retried(ctx, &mut vm, &server, "without reaching")?;
-    power_off_expect(ctx, &mut vm, A_FRESH, UNBOOTABLE)
+    rolls_back(ctx, &mut vm, &server, &evidence, true, "without reaching")
 }
 
 // ---- rollback-health-check ---------------------------------------------------
@@ -379,11 +387,7 @@ pub fn rollback_health_check(ctx: &mut Ctx) -> Result<()> {
         Pattern::from("cairn-boot: slot b boot files verified"),
         Pattern::from("cairn-health: slot b is on trial and unhealthy"),
     ];
-    let tries = follow_b_attempts_until(ctx, &mut vm, &evidence, false)?;
-    expect_three_attempts(&tries)?;
-    a_reaches_login(ctx, &mut vm)?;
-    rolled_back_and_not_retried(ctx, &mut vm, &server, "health check")?;
-    power_off_expect(ctx, &mut vm, A_FRESH, UNBOOTABLE)
+    rolls_back(ctx, &mut vm, &server, &evidence, false, "health check")
 }
 
 // ---- rollback-verity -----------------------------------------------------------
@@ -408,11 +412,7 @@ pub fn rollback_verity(ctx: &mut Ctx) -> Result<()> {
         Pattern::regex(r"device-mapper: verity: .*data block \d+ is corrupted")?,
         Pattern::regex(r"Kernel panic - not syncing|cairn-init: FATAL")?,
     ];
-    let tries = follow_b_attempts(ctx, &mut vm, &evidence)?;
-    expect_three_attempts(&tries)?;
-    a_reaches_login(ctx, &mut vm)?;
-    rolled_back_and_not_retried(ctx, &mut vm, &server, "dm-verity")?;
-    power_off_expect(ctx, &mut vm, A_FRESH, UNBOOTABLE)
+    rolls_back(ctx, &mut vm, &server, &evidence, true, "dm-verity")
 }
 
 // ---- tamper ----------------------------------------------------------------------
