@@ -9,6 +9,9 @@ use crate::sh;
 /// (command that must exist, Debian package)
 const HOST_TOOLS: &[(&str, &str)] = &[
     ("mmdebstrap", "mmdebstrap"),
+    // mmdebstrap only recommends it, and refuses a foreign (arm64) bootstrap
+    // without it; installs here skip recommends.
+    ("arch-test", "arch-test"),
     ("mkfs.erofs", "erofs-utils"),
     ("fsck.erofs", "erofs-utils"),
     ("mkfs.ext4", "e2fsprogs"),
@@ -16,7 +19,8 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("fsck.fat", "dosfstools"),
     ("mtype", "mtools"),
     ("sgdisk", "gdisk"),
-    ("cgpt", "vboot-utils"),
+    // Its own package since Debian 12 (vboot-utils only recommends it).
+    ("cgpt", "cgpt"),
     ("sfdisk", "fdisk"),
     ("veritysetup", "cryptsetup-bin"),
     ("systemd-dissect", "systemd-container"),
