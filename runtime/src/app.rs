@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use crate::cgroup_policy;
-use crate::cli::{Exec, Paths, Run};
+use crate::cli::{CgroupsMode, Exec, Paths, Run};
 use crate::foreground::{self, NotifyRelay};
 use crate::images;
 use crate::portfwd::{self, Listeners};
@@ -99,6 +99,52 @@ fn read_image_file(rootfs: &Path, rel: &str) -> Result<String> {
     Ok(s)
 }
 
+/// Where the app's cgroup goes: its cgroupsPath, and whether libcontainer
+/// asks systemd for it (a transient scope) or makes it itself.
+struct Placement {
+    systemd: bool,
+    cgroups_path: String,
+}
+
+impl Placement {
+    /// Decides, and for `--cgroups split` moves this (still single-threaded)
+    /// process into the unit's supervisor cgroup.
+    fn choose(rt: &Libcontainer, r: &Run, name: &str, systemd_flag: bool) -> Result<Self> {
+        Ok(match r.cgroups {
+            CgroupsMode::Split => {
+                let own = std::fs::read_to_string("/proc/self/cgroup")
+                    .context("cannot read /proc/self/cgroup")?;
+                let split = cgroup_policy::split_cgroups(
+                    &own,
+                    rt.cgroup_mode,
+                    cgroup_policy::systemd_delegated,
+                )?;
+                cgroup_policy::enter_supervisor(&split)?;
+                Placement {
+                    systemd: false,
+                    cgroups_path: split.payload(),
+                }
+            }
+            CgroupsMode::Separate
+                if systemd_flag
+                    || cgroup_policy::use_systemd(
+                        rt.cgroup_mode,
+                        cgroup_policy::systemd_running(),
+                    ) =>
+            {
+                Placement {
+                    systemd: true,
+                    cgroups_path: format!("machine.slice:cairn:{name}"),
+                }
+            }
+            CgroupsMode::Separate => Placement {
+                systemd: false,
+                cgroups_path: format!("/cairn/{name}"),
+            },
+        })
+    }
+}
+
 struct Overlay(PathBuf);
 
 impl Overlay {
@@ -163,6 +209,8 @@ pub fn run(rt: &Libcontainer, r: &Run, paths: &Paths, systemd_flag: bool) -> Res
     // nothing left behind.
     let listeners = Listeners::bind(&settings.publish)?;
 
+    let placement = Placement::choose(rt, r, name, systemd_flag)?;
+
     let bundle = paths.app_bundles.join(name);
     let state = paths.app_state.join(name);
     if bundle.join("rootfs").exists() {
@@ -171,15 +219,7 @@ pub fn run(rt: &Libcontainer, r: &Run, paths: &Paths, systemd_flag: bool) -> Res
     let _ = std::fs::remove_dir_all(&bundle);
     std::fs::create_dir_all(&bundle)
         .with_context(|| format!("cannot create bundle {}", bundle.display()))?;
-    let result = run_in_bundle(
-        rt,
-        &settings,
-        &image,
-        &bundle,
-        &state,
-        systemd_flag,
-        listeners,
-    );
+    let result = run_in_bundle(rt, &settings, &image, &bundle, &state, placement, listeners);
     let _ = std::fs::remove_dir_all(&bundle);
     result
 }
@@ -190,7 +230,7 @@ fn run_in_bundle(
     image: &ResolvedImage,
     bundle: &Path,
     state: &Path,
-    systemd_flag: bool,
+    placement: Placement,
     listeners: Listeners,
 ) -> Result<i32> {
     let rootfs = bundle.join("rootfs");
@@ -232,16 +272,10 @@ fn run_in_bundle(
         _ => None,
     };
 
-    let systemd = systemd_flag
-        || cgroup_policy::use_systemd(rt.cgroup_mode, cgroup_policy::systemd_running());
     let host = HostContext {
         rootfs: rootfs.clone(),
         notify_dir: relay.as_ref().map(|_| bundle.join("notify")),
-        cgroups_path: if systemd {
-            format!("machine.slice:cairn:{}", settings.name)
-        } else {
-            format!("/cairn/{}", settings.name)
-        },
+        cgroups_path: placement.cgroups_path,
         arch: std::env::consts::ARCH.to_string(),
         device_rules_enforced: cgroup_policy::device_rules_enforced(
             rt.cgroup_mode,
@@ -263,7 +297,7 @@ fn run_in_bundle(
     let opts = CreateOptions {
         id: settings.name.clone(),
         bundle: bundle.to_path_buf(),
-        systemd_cgroup: systemd,
+        systemd_cgroup: placement.systemd,
         ..Default::default()
     };
     let net = settings.net;

@@ -28,6 +28,121 @@ pub enum PolicyError {
          remove the rules from config.json (the default /dev devices need none) or run on a cgroup v1/hybrid host"
     )]
     UnenforceableDeviceRules(usize),
+    #[error("--cgroups split needs cgroup v2 (this host is {0:?}); leave --cgroups at its default")]
+    SplitNeedsUnified(CgroupMode),
+    #[error(
+        "--cgroups split needs to run as a systemd unit's main process, but cairn-run is in cgroup {0:?}; \
+         run it from a unit with Delegate=yes, or leave --cgroups at its default"
+    )]
+    SplitNotInUnit(String),
+    #[error(
+        "--cgroups split: systemd did not delegate cgroup {0} (no trusted.delegate or user.delegate xattr); \
+         add Delegate=yes to the unit, or leave --cgroups at its default"
+    )]
+    SplitNotDelegated(String),
+}
+
+/// Names of the two cgroups `--cgroups split` makes below the unit's own.
+pub const SUPERVISOR_CGROUP: &str = "supervisor";
+pub const PAYLOAD_CGROUP: &str = "payload";
+
+/// Where an app's processes go when its systemd unit delegates its cgroup
+/// (`Delegate=yes`): the container below the unit, so systemd's stop, kill
+/// and accounting cover it, and cairn-run beside it (a cgroup with children
+/// may not hold processes). The layout systemd's CGROUP_DELEGATION.md asks
+/// of a delegated executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitCgroups {
+    /// The unit's cgroup, relative to the cgroup2 mount (`/system.slice/x.service`).
+    pub unit: String,
+}
+
+impl SplitCgroups {
+    /// Where cairn-run moves itself.
+    pub fn supervisor(&self) -> String {
+        format!("{}/{SUPERVISOR_CGROUP}", self.unit)
+    }
+
+    /// The container's cgroupsPath (cgroupfs form).
+    pub fn payload(&self) -> String {
+        format!("{}/{PAYLOAD_CGROUP}", self.unit)
+    }
+}
+
+/// `--cgroups split` from `/proc/self/cgroup` (its `0::` line), the host's
+/// layout, and whether systemd marked the unit's cgroup delegated (the
+/// `trusted.delegate` xattr systemd sets for `Delegate=yes`).
+pub fn split_cgroups(
+    proc_self_cgroup: &str,
+    mode: CgroupMode,
+    delegated: impl FnOnce(&str) -> bool,
+) -> Result<SplitCgroups, PolicyError> {
+    if mode != CgroupMode::Unified {
+        return Err(PolicyError::SplitNeedsUnified(mode));
+    }
+    let own = proc_self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::trim)
+        .unwrap_or_default();
+    if own.is_empty() || own == "/" {
+        return Err(PolicyError::SplitNotInUnit(own.to_string()));
+    }
+    // Started again inside the same unit cgroup (e.g. by hand in a shell of
+    // the unit): the unit is the parent, not the supervisor cgroup itself.
+    let unit = own
+        .strip_suffix(&format!("/{SUPERVISOR_CGROUP}"))
+        .unwrap_or(own);
+    if !delegated(unit) {
+        return Err(PolicyError::SplitNotDelegated(unit.to_string()));
+    }
+    Ok(SplitCgroups {
+        unit: unit.to_string(),
+    })
+}
+
+/// Whether systemd delegated the cgroup at `unit` (relative to the cgroup2
+/// mount) to its unit: the `trusted.delegate` xattr it sets for
+/// `Delegate=yes` (v251+), or `user.delegate` (newer versions write both).
+pub fn systemd_delegated(unit: &str) -> bool {
+    let Ok(path) = std::ffi::CString::new(format!("{CGROUP2_MOUNT}{unit}")) else {
+        return false;
+    };
+    [c"trusted.delegate", c"user.delegate"].iter().any(|name| {
+        let mut value = [0u8; 8];
+        // SAFETY: NUL-terminated strings and a buffer of the length we pass.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        n == 1 && value[0] == b'1'
+    })
+}
+
+pub const CGROUP2_MOUNT: &str = "/sys/fs/cgroup";
+
+/// Moves the calling process (all its threads: call it single-threaded)
+/// into the supervisor cgroup, creating it.
+pub fn enter_supervisor(split: &SplitCgroups) -> std::io::Result<()> {
+    let dir = format!("{CGROUP2_MOUNT}{}", split.supervisor());
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot create cgroup {dir}: {e}"),
+            ));
+        }
+    }
+    // "0" names the writer itself and moves its whole thread group.
+    std::fs::write(format!("{dir}/cgroup.procs"), "0").map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot move cairn-run into {dir}: {e}"))
+    })
 }
 
 pub fn detect() -> std::io::Result<CgroupMode> {
@@ -109,6 +224,41 @@ mod tests {
             (Legacy, true, false),
         ] {
             assert_eq!(use_systemd(mode, running), want, "{mode:?} {running}");
+        }
+    }
+
+    #[test]
+    fn split_cgroups_table() {
+        let unit = "/system.slice/system-cairn\\x2dapp.slice/cairn-app@web.service";
+        let procs = format!("0::{unit}\n");
+        let again = format!("0::{unit}/supervisor\n");
+        for (text, mode, delegated, want) in [
+            (procs.as_str(), Unified, true, Ok(unit)),
+            (again.as_str(), Unified, true, Ok(unit)),
+            (procs.as_str(), Hybrid, true, Err("cgroup v2")),
+            (procs.as_str(), Legacy, true, Err("cgroup v2")),
+            (procs.as_str(), Unified, false, Err("Delegate=yes")),
+            ("0::/\n", Unified, true, Err("main process")),
+            ("", Unified, true, Err("main process")),
+            (
+                "12:pids:/x\n1:name=systemd:/x\n",
+                Unified,
+                true,
+                Err("main process"),
+            ),
+        ] {
+            let got = split_cgroups(text, mode, |_| delegated);
+            match (got, want) {
+                (Ok(s), Ok(u)) => {
+                    assert_eq!(s.unit, u, "{text:?}");
+                    assert_eq!(s.supervisor(), format!("{u}/supervisor"));
+                    assert_eq!(s.payload(), format!("{u}/payload"));
+                }
+                (Err(e), Err(needle)) => {
+                    assert!(e.to_string().contains(needle), "{text:?} {mode:?}: {e}")
+                }
+                (got, want) => panic!("{text:?} {mode:?} {delegated}: {got:?}, want {want:?}"),
+            }
         }
     }
 

@@ -200,6 +200,18 @@ pub struct Run {
     pub read_write: bool,
     #[arg(long, conflicts_with = "bundle")]
     pub hostname: Option<String>,
+    /// separate: the app gets a cgroup of its own (a systemd scope in
+    /// machine.slice on cgroup v2, else /cairn/<name>); split: below the
+    /// calling unit's cgroup, which must have Delegate=yes, so the unit's
+    /// stop, kill and accounting cover the app (as podman --cgroups=split).
+    #[arg(long, value_enum, default_value_t = CgroupsMode::Separate, conflicts_with = "bundle")]
+    pub cgroups: CgroupsMode,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupsMode {
+    Separate,
+    Split,
 }
 
 #[derive(Args, Debug)]
@@ -298,6 +310,7 @@ mod tests {
             &[
                 "run", "--name", "web", "--net", "host", "-v", "/a:/b:ro", "img",
             ],
+            &["run", "--name", "web", "--cgroups", "split", "img"],
             &[
                 "run",
                 "--name",
@@ -319,6 +332,8 @@ mod tests {
             &["run", "--name", "web", "--pid-file", "/p", "img"],
             &["run", "--bundle", "/b"],
             &["run", "--bundle", "/b", "--publish", "8080:80", "id1"],
+            &["run", "--bundle", "/b", "--cgroups", "split", "id1"],
+            &["run", "--name", "web", "--cgroups", "unit", "img"],
         ];
         for args in bad {
             assert!(parse(args).is_err(), "{args:?} parsed");

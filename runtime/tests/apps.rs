@@ -57,11 +57,6 @@ impl Host {
     }
 }
 
-fn umoci(args: &[&str]) {
-    let out = Command::new("umoci").args(args).output().unwrap();
-    assert!(out.status.success(), "umoci {args:?}: {:?}", text(&out));
-}
-
 /// An OCI layout with one busybox image, built by umoci.
 fn host_with_image() -> Host {
     let host = Host {
@@ -70,14 +65,8 @@ fn host_with_image() -> Host {
             .tempdir()
             .unwrap(),
     };
-    let layout = host.p("layout");
+    let layout = busybox_layout(host.dir.path());
     let l = |tag: &str| format!("{}:{tag}", layout.display());
-    umoci(&["init", "--layout", layout.to_str().unwrap()]);
-    umoci(&["new", "--image", &l("1")]);
-    let unpacked = host.p("unpacked");
-    umoci(&["unpack", "--image", &l("1"), unpacked.to_str().unwrap()]);
-    busybox_rootfs(&unpacked.join("rootfs"));
-    umoci(&["repack", "--image", &l("1"), unpacked.to_str().unwrap()]);
     umoci(&[
         "config",
         "--image",
@@ -186,6 +175,24 @@ fn untrusted_image_is_refused_at_run() {
     let (_, e) = text(&out);
     assert!(!out.status.success());
     assert!(e.contains("not trusted"), "{e}");
+}
+
+/// Outside a delegated systemd unit (this test process, or a cgroup v1
+/// host) `--cgroups split` is refused in one line that says what to do,
+/// before anything is created.
+#[test]
+fn split_cgroups_outside_a_delegated_unit_is_refused() {
+    if !prerequisites(&["busybox", "umoci"]) {
+        return;
+    }
+    let host = host_with_image();
+    let out = host.run("split", &["--cgroups", "split"], "true");
+    let (_, e) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("--cgroups split needs") || e.contains("Delegate=yes"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    let ps = host.ok(&["ps", "--json"]);
+    assert!(!ps.contains("\"split\""), "{ps}");
 }
 
 fn wait_running(host: &Host, name: &str) {

@@ -28,6 +28,8 @@ const APP_SCRIPT: &str = "echo boot >> /data/boots; echo \"counter: $(wc -l < /d
 
 /// The web app's command: httpd on port 80 of its private network.
 const WEB_SCRIPT: &str = "trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait";
+/// The web app's memory limit (`memory = "64M"`), as memory.max shows it.
+const WEB_MEMORY_BYTES: &str = "67108864";
 /// What the image's /www/index.html holds.
 const WEB_CONTENT: &str = "cairn-web-ok";
 
@@ -124,11 +126,16 @@ fn login(vm: &mut Vm) -> Result<()> {
         .context("logging in as root")
 }
 
-/// Waits for the app to run and returns how many boots its volume counted.
-fn app_boots(ctx: &Ctx, vm: &mut Vm) -> Result<usize> {
+/// Waits for the app to run and count this boot in its volume (the count
+/// must reach `want`: the file still holds the earlier boots' lines before
+/// the app appends), and checks it counted exactly `want` boots.
+fn app_boots(ctx: &Ctx, vm: &mut Vm, want: usize) -> Result<()> {
     let st = vm.run(
-        "timeout 300 sh -c 'until systemctl is-active -q cairn-app@counter.service && test -s /var/lib/cairn/volumes/counter/data/boots; do sleep 2; done'; \
-         systemctl is-active cairn-app@counter.service",
+        &format!(
+            "timeout 300 sh -c 'until systemctl is-active -q cairn-app@counter.service && \
+             test \"$(cat /var/lib/cairn/volumes/counter/data/boots 2>/dev/null | wc -l)\" -ge {want}; do sleep 2; done'; \
+             systemctl is-active cairn-app@counter.service"
+        ),
         TO_LOGIN,
     )?;
     if st.0 != 0 {
@@ -151,7 +158,8 @@ fn app_boots(ctx: &Ctx, vm: &mut Vm) -> Result<usize> {
             slot.trim()
         ),
     );
-    Ok(n)
+    ensure!(n == want, "the volume counts {n} boot(s), expected {want}");
+    Ok(())
 }
 
 /// The guest's first global IPv4 address, from `ip -4 -o addr show scope global`.
@@ -199,6 +207,58 @@ fn web_answers(ctx: &Ctx, vm: &mut Vm) -> Result<()> {
     Ok(())
 }
 
+/// The web app's container lives in its unit's cgroup, with its memory
+/// limit there, and dies with the unit: when cairn-run is SIGKILLed, systemd
+/// stops what is left and restarts the app, which must come back in a new
+/// container.
+fn supervised_by_its_unit(ctx: &Ctx, vm: &mut Vm) -> Result<()> {
+    const PID: &str = "cairn-run state web | sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p'";
+    let pid = vm.run_ok(PID, SHELL_CMD)?.trim().to_string();
+    ensure!(!pid.is_empty(), "cairn-run state web shows no pid");
+    let cg = vm.run_ok(&format!("cat /proc/{pid}/cgroup"), SHELL_CMD)?;
+    let cg = cg
+        .trim()
+        .strip_prefix("0::")
+        .unwrap_or(cg.trim())
+        .to_string();
+    ensure!(
+        cg.ends_with("/cairn-app@web.service/payload"),
+        "the web app's init (pid {pid}) is in cgroup {cg}, not below its unit"
+    );
+    let max = vm.run_ok(&format!("cat '/sys/fs/cgroup{cg}/memory.max'"), SHELL_CMD)?;
+    ensure!(
+        max.trim() == WEB_MEMORY_BYTES,
+        "memory.max of {cg} is {}, not {WEB_MEMORY_BYTES}",
+        max.trim()
+    );
+    vm.run_ok(
+        "systemctl kill --kill-who=main -s KILL cairn-app@web.service",
+        SHELL_CMD,
+    )?;
+    let back = vm.run(
+        &format!(
+            "for i in $(seq 60); do kill -0 {pid} 2>/dev/null || break; sleep 1; done; \
+             for i in $(seq 60); do p=$({PID}); test -n \"$p\" && test \"$p\" != {pid} && break; sleep 2; done; \
+             echo old={pid} new=$p restarts=$(systemctl show -p NRestarts --value cairn-app@web.service); \
+             test -n \"$p\" && test \"$p\" != {pid} && ! kill -0 {pid} 2>/dev/null"
+        ),
+        Duration::from_secs(200),
+    )?;
+    ensure!(
+        back.0 == 0,
+        "after cairn-run was killed the web app did not come back in a new container: {}",
+        back.1.trim()
+    );
+    say(
+        ctx,
+        &format!(
+            "web app in {cg} (memory.max {WEB_MEMORY_BYTES}); after SIGKILL of cairn-run: {}",
+            back.1.split_whitespace().collect::<Vec<_>>().join(" ")
+        ),
+    );
+    web_answers(ctx, vm)
+}
+
 fn reboot_to(vm: &mut Vm, want: &str) -> Result<()> {
     vm.send_line("systemctl reboot")?;
     let line = vm.wait_for(Pattern::regex(CHOSEN)?, TO_LOGIN)?;
@@ -237,7 +297,7 @@ pub fn app(ctx: &mut Ctx) -> Result<()> {
          command = [\"/bin/sh\", \"-c\", {script:?}]\nvolumes = [\"data:/data\"]\n\
          restart = \"always\"\nhealth = [\"/bin/test\", \"-s\", \"/data/boots\"]\nboot_health = true\n\
          [[apps]]\nname = \"web\"\nimage = \"{reg}/test/counter:1\"\n\
-         command = [\"/bin/sh\", \"-c\", {web:?}]\nports = [\"8080:80/tcp\"]\n",
+         command = [\"/bin/sh\", \"-c\", {web:?}]\nports = [\"8080:80/tcp\"]\nmemory = \"64M\"\n",
         script = APP_SCRIPT,
         web = WEB_SCRIPT
     );
@@ -246,16 +306,14 @@ pub fn app(ctx: &mut Ctx) -> Result<()> {
     spec.fw_cfg_config = Some(cfg);
     let mut vm = ctx.vm(spec)?;
     login(&mut vm)?;
-    ensure!(
-        app_boots(ctx, &mut vm)? == 1,
-        "first boot: the volume should count 1 boot"
-    );
+    app_boots(ctx, &mut vm, 1).context("first boot")?;
     let logs = vm.run_ok(
         "journalctl -b --no-pager -o cat | grep -c 'counter: 1 boots'",
         SHELL_CMD,
     )?;
     ensure!(logs.trim() != "0", "the app's output is not in the journal");
     web_answers(ctx, &mut vm)?;
+    supervised_by_its_unit(ctx, &mut vm)?;
 
     // The agent installs v2 in the background meanwhile (reboot = "off").
     vm.run_ok(
@@ -266,15 +324,9 @@ pub fn app(ctx: &mut Ctx) -> Result<()> {
     reboot_to(&mut vm, "b")?;
     let v = vm.run_ok(". /usr/lib/os-release; echo $IMAGE_VERSION", SHELL_CMD)?;
     ensure!(v.trim() == V2, "running {}, expected {V2}", v.trim());
-    ensure!(
-        app_boots(ctx, &mut vm)? == 2,
-        "after the update: the volume should count 2 boots"
-    );
+    app_boots(ctx, &mut vm, 2).context("after the update")?;
     reboot_to(&mut vm, "b")?;
-    ensure!(
-        app_boots(ctx, &mut vm)? == 3,
-        "after a reboot: the volume should count 3 boots"
-    );
+    app_boots(ctx, &mut vm, 3).context("after a reboot")?;
     vm.send_line("systemctl poweroff")?;
     vm.wait_exit(TO_LOGIN)?;
     drop(registry);

@@ -95,6 +95,9 @@ pub fn run_argv(app: &App) -> Vec<String> {
         "run".into(),
         "--name".into(),
         app.name.clone(),
+        // The container lives below the unit (which has Delegate=yes).
+        "--cgroups".into(),
+        "split".into(),
     ];
     let mut flag = |f: &str, v: String| {
         a.push(f.to_string());
@@ -226,6 +229,11 @@ pub fn unit_text(app: &App, containers: Option<&Containers>) -> String {
     ));
     // The stop signal goes to the container by cairn-run stop, then SIGTERM
     // to cairn-run alone; SIGKILL to everything only after the timeout.
+    // Everything includes the container: cairn-run puts it in a sub-cgroup
+    // of the unit (`--cgroups split`), so systemd's stop, kill and
+    // accounting cover it even when cairn-run itself died. (ExecStop runs
+    // in systemd's `.control` sub-cgroup then.)
+    line("Delegate=yes");
     line("KillMode=mixed");
     line(&format!("TimeoutStopSec={}", STOP_GRACE + 20));
     // A first pull of a large image can take minutes.
@@ -484,8 +492,9 @@ SyslogIdentifier=web
 StateDirectory=cairn/volumes/web/data
 ExecStartPre=/usr/bin/chown 1000:1000 /var/lib/cairn/volumes/web/data
 ExecStartPre=/usr/lib/cairn/cairn-config ensure-image --insecure 10.0.2.2:5000/test/web:1
-ExecStart=/usr/bin/cairn-run run --name web --net private --publish 8080:80/tcp --env KEY=value --volume /var/lib/cairn/volumes/web/data:/data --volume /srv/x:/x:ro --memory 268435456 --cpus 0.5 --pids-limit 200 --user 1000:1000 10.0.2.2:5000/test/web:1 -- /bin/httpd -f
+ExecStart=/usr/bin/cairn-run run --name web --cgroups split --net private --publish 8080:80/tcp --env KEY=value --volume /var/lib/cairn/volumes/web/data:/data --volume /srv/x:/x:ro --memory 268435456 --cpus 0.5 --pids-limit 200 --user 1000:1000 10.0.2.2:5000/test/web:1 -- /bin/httpd -f
 ExecStop=-/usr/bin/cairn-run stop --time 10 web
+Delegate=yes
 KillMode=mixed
 TimeoutStopSec=30
 TimeoutStartSec=15min
@@ -498,7 +507,7 @@ RestartSec=5
         for l in [
             "Type=notify\nNotifyAccess=all\n",
             "ExecStartPre=/usr/lib/cairn/cairn-config ensure-image ghcr.io/acme/db@sha256:",
-            "ExecStart=/usr/bin/cairn-run run --name db --net host ghcr.io/acme/db@sha256:0123",
+            "ExecStart=/usr/bin/cairn-run run --name db --cgroups split --net host ghcr.io/acme/db@sha256:0123",
             "Restart=on-failure\n",
         ] {
             assert!(db.contains(l), "{l:?} not in\n{db}");
@@ -525,7 +534,7 @@ cpus = 2
             .unwrap_or_default();
         assert_eq!(
             exec,
-            r#"ExecStart=/usr/bin/cairn-run run --name x --net private --env "A=x y" --env "B=%%n$$USER" --cpus 2 --read-write alpine -- /bin/sh -c "echo \"$$HOME\" 100%% ; rm -rf / \\ \n done""#
+            r#"ExecStart=/usr/bin/cairn-run run --name x --cgroups split --net private --env "A=x y" --env "B=%%n$$USER" --cpus 2 --read-write alpine -- /bin/sh -c "echo \"$$HOME\" 100%% ; rm -rf / \\ \n done""#
         );
         assert!(!text.contains("RestartSec"), "{text}");
         assert_eq!(exec.lines().count(), 1);
