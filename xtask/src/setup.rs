@@ -43,9 +43,13 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("skopeo", "skopeo"),
     ("docker-registry", "docker-registry"),
     ("busybox", "busybox-static"),
-    // cairn-run's tests compare against runc; the updater's D-Bus test runs
-    // a private dbus-daemon and drops to `nobody` with setpriv.
+    // cairn-run's tests compare it against runc and have podman (through
+    // conmon) drive it as its OCI runtime.
     ("runc", "runc"),
+    ("podman", "podman"),
+    ("conmon", "conmon"),
+    // The updater's D-Bus test runs a private dbus-daemon and drops to
+    // `nobody` with setpriv.
     ("dbus-daemon", "dbus-daemon"),
     ("dbus-monitor", "dbus-bin"),
     ("setpriv", "util-linux"),

@@ -79,6 +79,25 @@ pub fn busybox_rootfs(dir: &Path) {
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
 }
 
+pub fn umoci(args: &[&str]) {
+    let out = Command::new("umoci").args(args).output().unwrap();
+    assert!(out.status.success(), "umoci {args:?}: {:?}", text(&out));
+}
+
+/// `<dir>/layout`, an OCI layout made by umoci whose tag `1` is a busybox
+/// rootfs; callers set its config with `umoci config`.
+pub fn busybox_layout(dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let image = format!("{}:1", layout.display());
+    umoci(&["init", "--layout", layout.to_str().unwrap()]);
+    umoci(&["new", "--image", &image]);
+    let unpacked = dir.join("unpacked");
+    umoci(&["unpack", "--image", &image, unpacked.to_str().unwrap()]);
+    busybox_rootfs(&unpacked.join("rootfs"));
+    umoci(&["repack", "--image", &image, unpacked.to_str().unwrap()]);
+    layout
+}
+
 /// The config `runc spec` writes (runtime-tools' default), with `args`.
 pub fn default_config(args: &[&str]) -> Value {
     let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
