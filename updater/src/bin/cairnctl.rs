@@ -60,6 +60,27 @@ enum Cmd {
     History,
 }
 
+/// `println!` that ends cairnctl quietly when the reader went away
+/// (`cairnctl history | head -1`) instead of panicking. SIGPIPE stays
+/// ignored: in --direct mode a dead HTTP peer must be an error, not a kill.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        write_stdout(format_args!($($arg)*))
+    };
+}
+
+fn write_stdout(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("cairnctl: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("cairnctl: {e:#}");
@@ -68,7 +89,7 @@ fn main() {
 }
 
 fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -140,7 +161,7 @@ fn in_process(cli: &Cli) -> Result<()> {
     let notes = agent.reconcile().context("checking the last update")?;
     if !cli.json {
         for n in &notes {
-            println!("{n}");
+            outln!("{n}");
         }
     }
     match cli.cmd {
@@ -175,7 +196,7 @@ fn show_status(s: &Value, json: bool) -> Result<()> {
     if json {
         return print_json(s);
     }
-    println!(
+    outln!(
         "booted: slot {} version {} ({} {})",
         text(&s["booted_slot"]),
         text(&s["booted_version"]),
@@ -184,7 +205,7 @@ fn show_status(s: &Value, json: bool) -> Result<()> {
     );
     for slot in ["a", "b"] {
         let a = &s["slots"][slot];
-        println!(
+        outln!(
             "slot {slot}: prio {} tries {} ok {}",
             text(&a["priority"]),
             text(&a["tries"]),
@@ -192,8 +213,8 @@ fn show_status(s: &Value, json: bool) -> Result<()> {
         );
     }
     match &s["pending"] {
-        Value::Null => println!("pending: none"),
-        p => println!(
+        Value::Null => outln!("pending: none"),
+        p => outln!(
             "pending: {} in slot {} ({}, {} chunks verified){}",
             text(&p["version"]),
             text(&p["slot"]),
@@ -208,11 +229,11 @@ fn show_status(s: &Value, json: bool) -> Result<()> {
     }
     if let Some(failed) = s["failed_versions"].as_object() {
         for (v, why) in failed {
-            println!("failed: {v}: {}", text(why));
+            outln!("failed: {v}: {}", text(why));
         }
     }
     if s["development_key"] == Value::Bool(true) {
-        println!(
+        outln!(
             "WARNING: this image is signed with the DEVELOPMENT key; do not use it in production"
         );
     }
@@ -224,8 +245,8 @@ fn show_check(c: &Value, json: bool) -> Result<()> {
         return print_json(c);
     }
     match &c["chosen"] {
-        Value::Null => println!("no update for {}", text(&c["booted_version"])),
-        e => println!(
+        Value::Null => outln!("no update for {}", text(&c["booted_version"])),
+        e => outln!(
             "update available: {} (booted {})",
             text(&e["version"]),
             text(&c["booted_version"])
@@ -233,7 +254,7 @@ fn show_check(c: &Value, json: bool) -> Result<()> {
     }
     if let Some(skipped) = c["skipped"].as_array() {
         for s in skipped {
-            println!("  skipped {}: {}", text(&s["version"]), s["skip"]);
+            outln!("  skipped {}: {}", text(&s["version"]), s["skip"]);
         }
     }
     Ok(())
@@ -244,7 +265,7 @@ fn show_history(h: &Value, json: bool) -> Result<()> {
         return print_json(h);
     }
     for e in h["events"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "{} {:<12} {:<10} slot {} {}",
             text(&e["time"]),
             text(&e["kind"]),
@@ -255,7 +276,7 @@ fn show_history(h: &Value, json: bool) -> Result<()> {
     }
     if let Some(failed) = h["failed"].as_object() {
         for (v, why) in failed {
-            println!("never again: {v}: {}", text(why));
+            outln!("never again: {v}: {}", text(why));
         }
     }
     Ok(())
@@ -265,7 +286,7 @@ fn show_rollback(r: &Value, json: bool) -> Result<()> {
     if json {
         return print_json(r);
     }
-    println!("{}", text(&r["result"]));
+    outln!("{}", text(&r["result"]));
     Ok(())
 }
 
@@ -274,13 +295,13 @@ fn show_applied(out: &Value, json: bool) -> Result<()> {
         return print_json(out);
     }
     if out["already_installed"] == Value::Bool(true) {
-        println!(
+        outln!(
             "{} is already installed in slot {}: reboot needed",
             text(&out["version"]),
             text(&out["slot"])
         );
     } else {
-        println!(
+        outln!(
             "{} written to slot {} and verified ({} MB in {:.1} s, {} chunks resumed): reboot needed",
             text(&out["version"]),
             text(&out["slot"]),
