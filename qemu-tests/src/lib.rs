@@ -25,4 +25,4 @@ pub use runner::{
     Ctx, CtxFactory, CtxTemplate, DEFAULT_PARALLEL, ImageSet, Report, Scenario, ScenarioResult,
     UpdateInputs, run_scenarios, run_scenarios_in,
 };
-pub use vm::{HOST_ADDR_FROM_GUEST, HostFwd, Vm, VmSpec, default_cpu, host_url};
+pub use vm::{HOST_ADDR_FROM_GUEST, HostFwd, OnReboot, Vm, VmSpec, default_cpu, host_url};

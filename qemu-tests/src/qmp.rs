@@ -149,6 +149,16 @@ impl Qmp {
     }
 }
 
+impl Qmp {
+    /// After qemu exited: lets the reader drain what qemu sent before it
+    /// closed the socket (a final `SHUTDOWN` event, say), then closes.
+    pub(crate) fn close_after_exit(mut self) {
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 impl Drop for Qmp {
     fn drop(&mut self) {
         // Unblocks the reader thread even if qemu is still alive.
