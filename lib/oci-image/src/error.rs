@@ -47,6 +47,14 @@ pub enum Error {
         platform: String,
         available: String,
     },
+    #[error(
+        "{what}: the image is built for {image}, this host is {host}; pull or import the {host} image (a multi-platform image picks it by itself); nothing was stored"
+    )]
+    WrongPlatform {
+        what: String,
+        image: String,
+        host: String,
+    },
     #[error("no image {0:?} in the store; see the list of images with `cairn-run images`")]
     NotFound(String),
     #[error(

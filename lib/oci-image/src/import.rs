@@ -285,6 +285,7 @@ fn layout_pending<'a>(
         manifest,
         index_digest: None,
         signatures,
+        platform: Platform::host(),
     })
 }
 
@@ -420,5 +421,6 @@ fn docker_pending<'a>(
         manifest,
         index_digest: None,
         signatures,
+        platform: Platform::host(),
     })
 }

@@ -79,7 +79,7 @@ impl Platform {
         }
     }
 
-    fn matches(&self, other: &Platform) -> bool {
+    pub(crate) fn matches(&self, other: &Platform) -> bool {
         // arm64 images often omit the variant; v8 is the only one there is.
         let variant_ok = match (&self.variant, &other.variant) {
             (Some(a), Some(b)) => a == b,

@@ -188,6 +188,8 @@ pub(crate) struct Pending<'a> {
     /// The index the manifest was chosen from, when pulled through one.
     pub index_digest: Option<String>,
     pub signatures: Vec<Signature>,
+    /// The platform the image must be built for.
+    pub platform: Platform,
 }
 
 fn fsync_dir(dir: &Path) {
@@ -376,6 +378,7 @@ impl Store {
             manifest,
             index_digest,
             signatures,
+            platform: opts.platform.clone(),
         };
         self.ingest(pending, trust)
     }
@@ -419,6 +422,18 @@ impl Store {
         let mut cf = File::open(&config_path).map_err(Error::io(&config_path))?;
         let config_bytes = read_capped(&mut cf, MAX_MANIFEST_SIZE, &what)?;
         let parsed = parse_config(&config_bytes, &what)?;
+        // A single-platform manifest names no platform; its config does.
+        // Refused here, it is a clear error instead of the container's
+        // silent exec format error later.
+        if let Some(got) = &parsed.platform
+            && !p.platform.matches(got)
+        {
+            return Err(Error::WrongPlatform {
+                what,
+                image: got.to_string(),
+                host: p.platform.to_string(),
+            });
+        }
 
         let mut layer_paths = Vec::new();
         for l in &p.manifest.layers {

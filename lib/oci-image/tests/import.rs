@@ -228,3 +228,36 @@ fn gc_removes_crashed_staging_only() {
     store.gc().unwrap();
     assert_store_empty(&store);
 }
+
+/// An image built for another architecture (its config says so; a single
+/// manifest has no platform of its own) is refused with the reason, and
+/// nothing is stored: running it would end in an exec format error.
+#[test]
+fn image_for_another_architecture_is_refused() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let other = if oci_image::Platform::host().architecture == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let layout = dir.path().join("layout");
+    write_layout_for(&layout, &[(LayerBuilder::new().finish(), TAR)], other);
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    match store.import(&layout, Some("localhost/test/other:1"), None, &accept_all()) {
+        Err(e @ Error::WrongPlatform { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("linux/{other}")), "{msg}");
+        }
+        r => panic!("expected WrongPlatform, got {r:?}"),
+    }
+    assert_store_empty(&store);
+    // The host's own architecture imports.
+    let mine = dir.path().join("mine");
+    write_layout(&mine, &[(LayerBuilder::new().finish(), TAR)]);
+    store
+        .import(&mine, Some("localhost/test/mine:1"), None, &accept_all())
+        .unwrap();
+}

@@ -398,9 +398,15 @@ fn handle(
     client.write_all(&resp)
 }
 
-/// Writes an OCI layout by hand: config, the given layer blobs (already
-/// compressed or not), manifest and index (tag `latest`). Returns the manifest digest.
+/// Writes an OCI layout by hand: config (for this host's architecture), the
+/// given layer blobs (already compressed or not), manifest and index (tag
+/// `latest`). Returns the manifest digest.
 pub fn write_layout(dir: &Path, layers: &[(Vec<u8>, &str)]) -> String {
+    write_layout_for(dir, layers, &oci_image::Platform::host().architecture)
+}
+
+/// [`write_layout`] with an image config for `arch` (OCI spelling).
+pub fn write_layout_for(dir: &Path, layers: &[(Vec<u8>, &str)], arch: &str) -> String {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
     fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
@@ -409,8 +415,10 @@ pub fn write_layout(dir: &Path, layers: &[(Vec<u8>, &str)]) -> String {
         fs::write(blobs.join(&hex), data).unwrap();
         (format!("sha256:{hex}"), data.len())
     };
-    let config = br#"{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/true"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let (cd, cs) = put(config);
+    let config = format!(
+        r#"{{"architecture":"{arch}","os":"linux","config":{{"Cmd":["/bin/true"]}},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+    );
+    let (cd, cs) = put(config.as_bytes());
     let layer_descs: Vec<String> = layers
         .iter()
         .map(|(data, mt)| {
