@@ -17,8 +17,9 @@ use crate::vm::{HOST_ADDR_FROM_GUEST, Vm, VmSpec};
 use crate::{Pattern, scenarios::update};
 use anyhow::{Context, Result, bail, ensure};
 use cairn_updater::fixture::Server;
+use disk_layout::Arch;
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,8 +48,37 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// An OCI layout `<dir>/layout:1` with busybox-static as /bin/*.
-fn build_image(dir: &Path) -> Result<std::path::PathBuf> {
+/// busybox-static for the guest's architecture: the host's own, or the
+/// other architecture's Debian package, downloaded and unpacked into `dir`.
+fn busybox_for(arch: Arch, dir: &Path) -> Result<PathBuf> {
+    let host = if cfg!(target_arch = "aarch64") {
+        Arch::Arm64
+    } else {
+        Arch::X86_64
+    };
+    if arch == host {
+        return Ok(PathBuf::from("/bin/busybox"));
+    }
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs)?;
+    let pkg = format!("busybox-static:{}", arch.debian_arch());
+    run(Command::new("apt-get")
+        .args(["download", "-q", &pkg])
+        .current_dir(&debs))
+    .with_context(|| {
+        format!("downloading {pkg} (cargo xtask setup enables the arm64 architecture)")
+    })?;
+    let deb = std::fs::read_dir(&debs)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .with_context(|| format!("apt-get download {pkg} left no .deb in {}", debs.display()))?;
+    let root = dir.join("busybox-root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    Ok(root.join("bin/busybox"))
+}
+
+/// An OCI layout `<dir>/layout:1` for `arch` with busybox-static as /bin/*.
+fn build_image(dir: &Path, arch: Arch) -> Result<std::path::PathBuf> {
     let layout = dir.join("layout");
     let bundle = dir.join("bundle");
     let img = format!("{}:1", layout.display());
@@ -67,15 +97,24 @@ fn build_image(dir: &Path) -> Result<std::path::PathBuf> {
         bundle.join("rootfs/www/index.html"),
         format!("{WEB_CONTENT}\n"),
     )?;
-    std::fs::copy("/bin/busybox", bin.join("busybox"))
-        .context("copying /bin/busybox (busybox-static)")?;
+    let busybox = busybox_for(arch, dir)?;
+    std::fs::copy(&busybox, bin.join("busybox"))
+        .with_context(|| format!("copying {} (busybox-static)", busybox.display()))?;
     for applet in ["sh", "sleep", "wc", "cat", "echo", "test", "ls", "httpd"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet))?;
     }
     run(Command::new("umoci")
         .args(["repack", "--image", &img])
         .arg(&bundle))?;
-    run(Command::new("umoci").args(["config", "--image", &img, "--config.cmd", "/bin/sh"]))?;
+    run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &img,
+        "--architecture",
+        arch.debian_arch(),
+        "--config.cmd",
+        "/bin/sh",
+    ]))?;
     Ok(layout)
 }
 
@@ -133,14 +172,15 @@ fn app_boots(ctx: &Ctx, vm: &mut Vm, want: usize) -> Result<()> {
     let st = vm.run(
         &format!(
             "timeout 300 sh -c 'until systemctl is-active -q cairn-app@counter.service && \
-             test \"$(cat /var/lib/cairn/volumes/counter/data/boots 2>/dev/null | wc -l)\" -ge {want}; do sleep 2; done'; \
-             systemctl is-active cairn-app@counter.service"
+             test \"$(cat /var/lib/cairn/volumes/counter/data/boots 2>/dev/null | wc -l)\" -ge {want}; do sleep 2; done'"
         ),
-        TO_LOGIN,
+        // Longer than the guest's own timeout, so a failure gets its report.
+        Duration::from_secs(330),
     )?;
     if st.0 != 0 {
         let why = vm.run(
-            "systemctl status --no-pager -n 20 cairn-app@counter.service 2>&1 | tail -n 25",
+            "systemctl status --no-pager -n 0 cairn-app@counter.service 2>&1 | head -n 12; \
+             journalctl -b --no-pager -o cat -u cairn-app@counter.service | tail -n 25",
             SHELL_CMD,
         )?;
         bail!("the app did not come up: {}\n{}", st.1.trim(), why.1);
@@ -273,7 +313,7 @@ fn reboot_to(vm: &mut Vm, want: &str) -> Result<()> {
 pub fn app(ctx: &mut Ctx) -> Result<()> {
     let work = ctx.artifacts.join("app-image");
     std::fs::create_dir_all(&work)?;
-    let layout = build_image(&work)?;
+    let layout = build_image(&work, ctx.arch)?;
     let registry = start_registry(&work)?;
     let port = registry.port;
     run(Command::new("skopeo")
