@@ -189,7 +189,10 @@ fn split_cgroups_outside_a_delegated_unit_is_refused() {
     let out = host.run("split", &["--cgroups", "split"], "true");
     let (_, e) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{e}");
-    assert!(e.contains("--cgroups split needs") || e.contains("Delegate=yes"), "{e}");
+    assert!(
+        e.contains("--cgroups split needs") || e.contains("Delegate=yes"),
+        "{e}"
+    );
     assert_eq!(e.trim().lines().count(), 1, "{e}");
     let ps = host.ok(&["ps", "--json"]);
     assert!(!ps.contains("\"split\""), "{ps}");
