@@ -372,14 +372,38 @@ pub fn exec(rt: &Libcontainer, e: &Exec) -> Result<i32> {
             env.insert(k.to_string(), v.to_string());
         }
     }
+    if e.tty && e.process.is_none() {
+        bail!(
+            "cairn-run exec --tty needs --process with \"terminal\": true and a --console-socket \
+             (a terminal is handed over through the socket); without --tty, stdin, stdout and \
+             stderr are passed through"
+        );
+    }
+    if let Some(p) = &e.process {
+        // libcontainer would report a missing file only as "io error".
+        std::fs::metadata(p).with_context(|| {
+            format!(
+                "cannot read the process file {} (--process expects runtime-spec process JSON)",
+                p.display()
+            )
+        })?;
+    }
     let pid = rt.exec(
         &e.name,
         &ExecOptions {
             args: e.command.clone(),
             env,
             cwd: e.workdir.clone(),
+            process: e.process.clone(),
+            detach: e.detach,
+            pid_file: e.pid_file.clone(),
+            console_socket: e.console_socket.clone(),
+            preserve_fds: e.preserve_fds,
         },
     )?;
+    if e.detach {
+        return Ok(0);
+    }
     let signals = foreground::block_signals().context("cannot block signals for forwarding")?;
     foreground::wait(pid, &signals, None)
         .with_context(|| format!("waiting for the exec'd process in {} failed", e.name))

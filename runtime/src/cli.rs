@@ -222,14 +222,40 @@ pub struct Stop {
     pub time: u64,
 }
 
+/// `exec` serves `cairn-run exec APP -- CMD...` and runc's form, which
+/// podman's conmon uses: `exec --process FILE --detach --pid-file F ID`.
 #[derive(Args, Debug)]
 pub struct Exec {
-    #[arg(short, long = "env", value_name = "K=V")]
+    #[arg(short, long = "env", value_name = "K=V", conflicts_with = "process")]
     pub env: Vec<String>,
-    #[arg(short, long)]
+    #[arg(short, long, visible_alias = "cwd", conflicts_with = "process")]
     pub workdir: Option<PathBuf>,
+    /// runtime-spec process JSON (args, env, cwd, user, terminal, ...)
+    /// instead of a command line.
+    #[arg(long, value_name = "FILE")]
+    pub process: Option<PathBuf>,
+    /// Start the process and exit; it is not waited for.
+    #[arg(short, long)]
+    pub detach: bool,
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Where to send the terminal's master fd (process.terminal = true).
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility: the terminal is the process
+    /// file's `terminal` field.
+    #[arg(short, long)]
+    pub tty: bool,
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// App name or container id.
     pub name: String,
-    #[arg(last = true, required = true)]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required_unless_present = "process",
+        conflicts_with = "process"
+    )]
     pub command: Vec<String>,
 }
 
@@ -388,10 +414,32 @@ mod tests {
             &["trust", "add", "x", "--key", "/k.pub"],
             &["sign", "--key", "/k", "img", "--out", "/o"],
             &["exec", "web", "--", "/bin/ls"],
+            &["exec", "-e", "A=1", "--cwd", "/", "web", "ls", "-l"],
+            &[
+                "exec",
+                "--pid-file",
+                "/p",
+                "--process",
+                "/proc.json",
+                "--detach",
+                "id",
+            ],
+            &[
+                "exec",
+                "--tty",
+                "--console-socket",
+                "/s",
+                "--process",
+                "/proc.json",
+                "id",
+            ],
         ] {
             parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
         assert!(parse(&["trust", "add", "x"]).is_err());
+        assert!(parse(&["exec", "web"]).is_err());
+        assert!(parse(&["exec", "--process", "/p", "web", "--", "ls"]).is_err());
+        assert!(parse(&["exec", "--process", "/p", "-e", "A=1", "web"]).is_err());
         assert!(parse(&["sign", "--key", "/k", "img", "--out", "/o", "--push"]).is_err());
     }
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use cairn_run::cli::{Cli, Command};
-use cairn_run::runtime::{CreateOptions, Libcontainer, OciRuntime};
+use cairn_run::runtime::{CreateOptions, Libcontainer, OciRuntime, RuntimeError};
 use cairn_run::{app, images, report, run_bundle};
 
 fn main() -> ExitCode {
@@ -20,7 +20,11 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             report(&e);
-            ExitCode::from(1)
+            let code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<RuntimeError>())
+                .map_or(1, RuntimeError::exit_code);
+            ExitCode::from(code)
         }
     }
 }

@@ -19,18 +19,30 @@ use crate::cgroup_policy;
 pub enum RuntimeError {
     #[error("container {id:?} does not exist under {root}")]
     NotFound { id: String, root: PathBuf },
-    #[error("container {id:?}: {op} failed: {source}")]
+    // The cause is part of the message and deliberately not a `source`:
+    // printed as a chain it would appear twice.
+    #[error("container {id:?}: {op} failed: {cause}")]
     Libcontainer {
         id: String,
         op: &'static str,
-        #[source]
-        source: Box<libcontainer::error::LibcontainerError>,
+        cause: Box<libcontainer::error::LibcontainerError>,
     },
-    #[error("cannot read {path}: {source}")]
+    // "no such file or directory" and "permission denied" are what runc
+    // says; podman maps them to exit 127 and 126.
+    #[error(
+        "container {id:?}: exec: {command:?}: no such file or directory in the container \
+         (not found on its PATH): check the command and the image"
+    )]
+    CommandNotFound { id: String, command: String },
+    #[error(
+        "container {id:?}: exec: {command:?}: permission denied (not an executable file in \
+         the container)"
+    )]
+    CommandNotExecutable { id: String, command: String },
+    #[error("cannot read {path}: {cause}")]
     Spec {
         path: PathBuf,
-        #[source]
-        source: libcontainer::oci_spec::OciSpecError,
+        cause: libcontainer::oci_spec::OciSpecError,
     },
     #[error(transparent)]
     Policy(#[from] cgroup_policy::PolicyError),
@@ -56,6 +68,12 @@ pub struct ExecOptions {
     pub args: Vec<String>,
     pub env: HashMap<String, String>,
     pub cwd: Option<PathBuf>,
+    /// A runtime-spec process file, in place of args/env/cwd.
+    pub process: Option<PathBuf>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: i32,
 }
 
 /// The runtime-spec `state` object.
@@ -80,7 +98,7 @@ pub trait OciRuntime {
     fn kill(&self, id: &str, signal: &str, all: bool) -> Result<(), RuntimeError>;
     fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError>;
     /// Starts a process in a running container; returns its pid (a child of
-    /// the calling process).
+    /// the calling process unless detached).
     fn exec(&self, id: &str, opts: &ExecOptions) -> Result<i32, RuntimeError>;
     /// Ids of the containers under this runtime's state root.
     fn list(&self) -> Result<Vec<String>, RuntimeError>;
@@ -101,7 +119,7 @@ impl Libcontainer {
 
     fn load(&self, id: &str) -> Result<Container, RuntimeError> {
         let dir = self.root.join(id);
-        if id.contains('/') || id.is_empty() || !dir.join("state.json").exists() {
+        if !valid_id(id) || !dir.join("state.json").exists() {
             return Err(RuntimeError::NotFound {
                 id: id.to_string(),
                 root: self.root.clone(),
@@ -114,11 +132,56 @@ impl Libcontainer {
     }
 }
 
-fn lc(id: &str, op: &'static str, source: libcontainer::error::LibcontainerError) -> RuntimeError {
-    RuntimeError::Libcontainer {
-        id: id.to_string(),
-        op,
-        source: Box::new(source),
+impl RuntimeError {
+    /// The exit status a shell (and podman) gives for this failure: 127
+    /// for a command that is not there, 126 for one that cannot run.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RuntimeError::CommandNotFound { .. } => 127,
+            RuntimeError::CommandNotExecutable { .. } => 126,
+            _ => 1,
+        }
+    }
+}
+
+/// An id that names a directory directly under the state root.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id != "." && id != ".." && !id.contains('/')
+}
+
+fn lc(id: &str, op: &'static str, cause: libcontainer::error::LibcontainerError) -> RuntimeError {
+    let text = cause.to_string();
+    let id = id.to_string();
+    match launch_failure(&text) {
+        Some(LaunchFailure::NotFound(command)) => RuntimeError::CommandNotFound { id, command },
+        Some(LaunchFailure::NotExecutable(command)) => {
+            RuntimeError::CommandNotExecutable { id, command }
+        }
+        None => RuntimeError::Libcontainer {
+            id,
+            op,
+            cause: Box::new(cause),
+        },
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum LaunchFailure {
+    NotFound(String),
+    NotExecutable(String),
+}
+
+/// libcontainer reports a missing or non-executable command only as text
+/// (its executor's validation, passed through the init's channel).
+fn launch_failure(text: &str) -> Option<LaunchFailure> {
+    let (_, rest) = text.split_once("executable '")?;
+    let (command, tail) = rest.split_once('\'')?;
+    if tail.starts_with(" not found in $PATH") {
+        Some(LaunchFailure::NotFound(command.to_string()))
+    } else if tail.contains("does not have correct permissions") {
+        Some(LaunchFailure::NotExecutable(command.to_string()))
+    } else {
+        None
     }
 }
 
@@ -150,9 +213,9 @@ pub fn parse_signal(s: &str) -> Result<NixSignal, RuntimeError> {
 impl OciRuntime for Libcontainer {
     fn create(&self, opts: &CreateOptions) -> Result<i32, RuntimeError> {
         let config = opts.bundle.join("config.json");
-        let spec = Spec::load(&config).map_err(|source| RuntimeError::Spec {
+        let spec = Spec::load(&config).map_err(|cause| RuntimeError::Spec {
             path: config.clone(),
-            source,
+            cause,
         })?;
         cgroup_policy::check_device_rules(
             cgroup_policy::device_rule_count(&spec),
@@ -203,9 +266,19 @@ impl OciRuntime for Libcontainer {
     }
 
     fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
-        self.load(id)?
-            .delete(force)
-            .map_err(|e| lc(id, "delete", e))
+        match self.load(id) {
+            Ok(mut c) => c.delete(force).map_err(|e| lc(id, "delete", e)),
+            // As runc: --force succeeds on a container that is gone, and
+            // clears what a create that failed before writing its state
+            // left behind (podman cleans up failed creates this way).
+            Err(RuntimeError::NotFound { .. }) if force && valid_id(id) => {
+                match std::fs::remove_dir_all(self.root.join(id)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                    _ => Ok(()),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn exec(&self, id: &str, opts: &ExecOptions) -> Result<i32, RuntimeError> {
@@ -214,11 +287,16 @@ impl OciRuntime for Libcontainer {
             .map_err(|e| lc(id, "set state root", e))?
             .validate_id()
             .map_err(|e| lc(id, "validate id", e))?
+            .with_pid_file(opts.pid_file.as_ref())
+            .map_err(|e| lc(id, "set pid file", e))?
+            .with_console_socket(opts.console_socket.as_ref())
+            .with_preserved_fds(opts.preserve_fds)
             .as_tenant()
+            .with_process(opts.process.as_ref())
             .with_container_args(opts.args.clone())
             .with_env(opts.env.clone())
             .with_cwd(opts.cwd.as_ref())
-            .with_detach(false)
+            .with_detach(opts.detach)
             .build()
             .map_err(|e| lc(id, "exec", e))?;
         Ok(pid.as_raw())
@@ -245,6 +323,34 @@ impl OciRuntime for Libcontainer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn launch_failure_table() {
+        use LaunchFailure::*;
+        for (text, want) in [
+            (
+                "failed to create container: exec process failed with error error in executing \
+                 process : executable '/nonexist' not found in $PATH",
+                Some(NotFound("/nonexist".into())),
+            ),
+            (
+                "error in executing process : executable 'app' not found in $PATH",
+                Some(NotFound("app".into())),
+            ),
+            (
+                "executable 'x' at path '\"/bin/x\"' does not have correct permissions",
+                Some(NotExecutable("x".into())),
+            ),
+            (
+                "failed to check permissions for executable 'x' at path: EIO",
+                None,
+            ),
+            ("executable 'x", None),
+            ("cgroup: permission denied", None),
+        ] {
+            assert_eq!(launch_failure(text), want, "{text}");
+        }
+    }
 
     #[test]
     fn signal_table() {

@@ -155,6 +155,128 @@ fn lifecycle_create_start_state_kill_delete() {
     );
 }
 
+/// runc's `exec` form, as podman's conmon calls it: a command line, a
+/// process file, `--detach` with a pid file; a missing command is 127.
+#[test]
+fn exec_into_a_running_container() {
+    if !prerequisites(&["busybox"]) {
+        return;
+    }
+    let b = Bundle::new(&sh("sleep 30"));
+    let created = b
+        .cmd(&["create", "--bundle"])
+        .arg(b.path())
+        .arg(&b.id)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(created.success());
+    assert!(b.cmd(&["start", &b.id]).status().unwrap().success());
+    let init = wait_status(&b, "running")["pid"].as_i64().unwrap();
+    let pid_ns = |pid: i64| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+
+    let out = b
+        .cmd(&["exec", &b.id, "sh", "-c", "echo in $(hostname); exit 5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{:?}", text(&out));
+    assert_eq!(text(&out).0, "in runc\n");
+
+    let process = b.path().join("process.json");
+    std::fs::write(
+        &process,
+        json!({
+            "args": ["sh", "-c", "echo $X from $(pwd)"],
+            "env": ["PATH=/bin", "X=process-file"],
+            "cwd": "/bin",
+            "user": {"uid": 0, "gid": 0},
+            "terminal": false
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = b
+        .cmd(&["exec", "--process"])
+        .arg(&process)
+        .arg(&b.id)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(text(&out).0, "process-file from /bin\n");
+
+    std::fs::write(
+        &process,
+        json!({"args": ["sleep", "30"], "env": ["PATH=/bin"], "cwd": "/",
+               "user": {"uid": 0, "gid": 0}})
+        .to_string(),
+    )
+    .unwrap();
+    let pid_file = b.path().join("exec.pid");
+    let started = Instant::now();
+    // The detached process keeps the stdio it is given: no pipes here.
+    let status = b
+        .cmd(&["exec", "--detach", "--pid-file"])
+        .arg(&pid_file)
+        .arg("--process")
+        .arg(&process)
+        .arg(&b.id)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "--detach waited"
+    );
+    let pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        pid_ns(pid),
+        pid_ns(init),
+        "exec'd process outside the container"
+    );
+
+    let out = b.cmd(&["exec", &b.id, "/no/such/cmd"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(127), "{:?}", text(&out));
+    assert!(
+        text(&out)
+            .1
+            .contains("\"/no/such/cmd\": no such file or directory"),
+        "{:?}",
+        text(&out)
+    );
+    let missing = b
+        .cmd(&["exec", "--process", "/no/such.json", &b.id])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing).1.contains("/no/such.json"),
+        "{:?}",
+        text(&missing)
+    );
+}
+
+/// As runc: `delete --force` of a container that is not there succeeds
+/// (podman cleans up failed creates with it); without --force it is an error.
+#[test]
+fn forced_delete_of_a_missing_container_succeeds() {
+    let b = Bundle::new(&sh("true"));
+    let out = b
+        .cmd(&["delete", "--force", "never-created"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = b.cmd(&["delete", "never-created"]).output().unwrap();
+    assert!(text(&out).1.contains("does not exist"), "{:?}", text(&out));
+    assert!(!out.status.success());
+}
+
 #[test]
 fn security_settings_visible_inside() {
     if !prerequisites(&["busybox"]) {

@@ -1,6 +1,7 @@
 //! Another tool drives cairn-run as its OCI runtime the way it drives runc:
-//! Debian's podman (through conmon) runs, stops, kills and removes
-//! containers with `--runtime cairn-run`, as root, with a private store.
+//! Debian's podman (through conmon) runs, execs into, stops, kills and
+//! removes containers with `--runtime cairn-run`, as root, with a private
+//! store.
 
 mod common;
 
@@ -140,6 +141,34 @@ fn podman_runs_stops_and_kills_containers_through_cairn_run() {
     assert_eq!(pm.inspect("stopme").0, "running");
     let ps = pm.ok(&["ps", "--format", "{{.Names}}"]);
     assert!(ps.lines().any(|l| l == "stopme"), "{ps}");
+    // `podman exec` (conmon calls `exec --process F --detach --pid-file P`):
+    // output, exit status, env and workdir, a detached exec, and 127 for a
+    // command that is not in the image, as with runc.
+    let out = pm
+        .cmd(&[
+            "exec",
+            "-e",
+            "X=1",
+            "-w",
+            "/bin",
+            "stopme",
+            "sh",
+            "-c",
+            "echo $X $(pwd); exit 4",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{:?}", text(&out));
+    assert_eq!(text(&out).0, "1 /bin\n");
+    pm.ok(&["exec", "-d", "stopme", "sleep", "1000"]);
+    let top = pm.ok(&["top", "stopme", "args"]);
+    assert!(top.lines().any(|l| l.trim() == "sleep 1000"), "{top}");
+    let out = pm
+        .cmd(&["exec", "stopme", "/no/such/cmd"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127), "{:?}", text(&out));
+
     pm.ok(&["stop", "--time", "10", "stopme"]);
     assert_eq!(pm.inspect("stopme"), ("exited".into(), "7".into()));
 
