@@ -15,7 +15,7 @@ use crate::cli::{CgroupsMode, Exec, Paths, Run};
 use crate::foreground::{self, NotifyRelay};
 use crate::images;
 use crate::portfwd::{self, Listeners};
-use crate::runtime::{CreateOptions, ExecOptions, Libcontainer, OciRuntime};
+use crate::runtime::{CreateOptions, ExecOptions, Libcontainer, OciRuntime, RuntimeError};
 use crate::spec::{self, AppSettings, HostContext, NetMode};
 
 pub const ANNOTATION_IMAGE: &str = "org.cairn.image";
@@ -191,9 +191,14 @@ pub fn run(rt: &Libcontainer, r: &Run, paths: &Paths, systemd_flag: bool) -> Res
     let settings = settings_from_cli(r, name)?;
     let image = images::resolve_for_run(paths, &r.target)?;
 
+    let Some(_lock) = RunLock::acquire(&RunLock::path(paths, name))? else {
+        bail!(
+            "app {name} is being run by another cairn-run; stop it first with `cairn-run stop {name}`"
+        );
+    };
     // A previous run that crashed may have left its container behind.
     if let Ok(st) = rt.state(name) {
-        if st.status == "stopped" || st.status == "created" {
+        if matches!(st.status.as_str(), "stopped" | "created" | "creating") {
             rt.delete(name, true)
                 .with_context(|| format!("cannot remove the stale container {name}"))?;
         } else {
@@ -319,25 +324,108 @@ fn setup_network(net: NetMode, listeners: Listeners, pid: i32) -> Result<()> {
     Ok(())
 }
 
-pub fn stop(rt: &Libcontainer, name: &str, grace: u64) -> Result<i32> {
-    let st = rt.state(name)?;
-    if st.status == "stopped" {
-        return Ok(0);
-    }
-    let sig = st
-        .annotations
-        .get(ANNOTATION_STOP_SIGNAL)
-        .map_or("TERM", String::as_str);
-    rt.kill(name, sig, false)?;
+pub fn stop(rt: &Libcontainer, paths: &Paths, name: &str, grace: u64) -> Result<i32> {
     let deadline = Instant::now() + Duration::from_secs(grace);
+    let lock = RunLock::path(paths, name);
+    let mut st = rt.state(name)?;
+    // Its `run` is between saving the state and cloning the init: no pid to
+    // signal yet. A run that died there left it behind: nothing is running.
+    while st.status == "creating" {
+        if !RunLock::is_held(&lock)? {
+            return Ok(0);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "app {name} is still being created after {grace} s (its cairn-run holds {}); try again",
+                lock.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        st = rt.state(name)?;
+    }
+    match st.status.as_str() {
+        "stopped" => return Ok(0),
+        // The app's process has not started: nothing to shut down gracefully,
+        // and the waiting init (pid 1 of its namespace, no handlers) would
+        // drop the stop signal.
+        "created" => signal(rt, name, "KILL", true)?,
+        _ => {
+            let sig = st
+                .annotations
+                .get(ANNOTATION_STOP_SIGNAL)
+                .map_or("TERM", String::as_str);
+            signal(rt, name, sig, false)?;
+        }
+    }
     while Instant::now() < deadline {
         match rt.state(name) {
             Ok(s) if s.status != "stopped" => std::thread::sleep(Duration::from_millis(50)),
-            _ => return Ok(0),
+            Ok(_) | Err(RuntimeError::NotFound { .. }) => return Ok(0),
+            Err(e) => return Err(e.into()),
         }
     }
-    rt.kill(name, "KILL", true)?;
+    signal(rt, name, "KILL", true)?;
     Ok(0)
+}
+
+/// Sends `sig`; a container that exited (or was deleted by its `run`) in
+/// the meantime is not an error: it is what stop wanted.
+fn signal(rt: &Libcontainer, name: &str, sig: &str, all: bool) -> Result<()> {
+    match rt.kill(name, sig, all) {
+        Ok(()) => Ok(()),
+        Err(e) => match rt.state(name) {
+            Ok(s) if s.status == "stopped" => Ok(()),
+            Err(RuntimeError::NotFound { .. }) => Ok(()),
+            _ => Err(e.into()),
+        },
+    }
+}
+
+/// An flock held by the foreground `run --name` from before its container
+/// is created until it is deleted. It tells a container that is about to
+/// start from one whose run died while creating it: libcontainer's state
+/// alone cannot (both are "creating" with no pid).
+struct RunLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl RunLock {
+    fn path(paths: &Paths, name: &str) -> PathBuf {
+        paths.app_state.join(name).join("run.lock")
+    }
+
+    /// None when another run holds it.
+    fn try_acquire(path: &Path, arg: nix::fcntl::FlockArg) -> Result<Option<Self>> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        // Opened close-on-exec (Rust's default), so the app's process does
+        // not inherit it past its exec.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match nix::fcntl::Flock::lock(file, arg) {
+            Ok(f) => Ok(Some(Self { _file: f })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
+
+    fn acquire(path: &Path) -> Result<Option<Self>> {
+        Self::try_acquire(path, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    }
+
+    /// A shared probe: it conflicts only with a run's exclusive hold.
+    fn is_held(path: &Path) -> Result<bool> {
+        if !path.exists() {
+            return Ok(false);
+        }
+        Ok(Self::try_acquire(path, nix::fcntl::FlockArg::LockSharedNonblock)?.is_none())
+    }
 }
 
 pub fn ps(rt: &Libcontainer, json: bool) -> Result<i32> {
@@ -412,6 +500,27 @@ pub fn exec(rt: &Libcontainer, e: &Exec) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_lock_tells_a_live_run_from_a_dead_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web").join("run.lock");
+        assert!(!RunLock::is_held(&path).unwrap(), "no lock file yet");
+        let held = RunLock::acquire(&path)
+            .unwrap()
+            .expect("first run takes it");
+        assert!(RunLock::is_held(&path).unwrap());
+        assert!(
+            RunLock::acquire(&path).unwrap().is_none(),
+            "second run refused"
+        );
+        drop(held);
+        assert!(
+            !RunLock::is_held(&path).unwrap(),
+            "a dead run's lock is free"
+        );
+        assert!(RunLock::acquire(&path).unwrap().is_some());
+    }
 
     #[test]
     fn name_table() {

@@ -76,7 +76,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             (None, Some(_)) => app::run(&rt()?, r, &cli.paths, cli.systemd_cgroup),
             (None, None) => unreachable!("clap requires --bundle or --name"),
         },
-        Command::Stop(s) => app::stop(&rt()?, &s.name, s.time),
+        Command::Stop(s) => app::stop(&rt()?, &cli.paths, &s.name, s.time),
         Command::Ps(j) => app::ps(&rt()?, j.json),
         Command::Exec(e) => app::exec(&rt()?, e),
         Command::Pull(_)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::container::{Container, ContainerStatus, State};
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
@@ -125,9 +125,42 @@ impl Libcontainer {
                 root: self.root.clone(),
             });
         }
-        let mut c = Container::load(dir).map_err(|e| lc(id, "load state", e))?;
-        c.refresh_status()
-            .map_err(|e| lc(id, "refresh status", e))?;
+        // libcontainer rewrites state.json in place (truncate, then write):
+        // a reader racing another cairn-run (a `stop` against the
+        // foreground `run` saving "running") can find it empty or cut
+        // short. A complete file follows within microseconds.
+        let mut tries = 0;
+        let state = loop {
+            match State::load(&dir) {
+                Ok(s) => break s,
+                // Deleted meanwhile (its `run` cleaned up after the exit).
+                Err(_) if !dir.join("state.json").exists() => {
+                    return Err(RuntimeError::NotFound {
+                        id: id.to_string(),
+                        root: self.root.clone(),
+                    });
+                }
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(lc(id, "load state", e.into())),
+            }
+        };
+        let mut c = Container { state, root: dir };
+        // Saved before its init is cloned: libcontainer's refresh would call
+        // it stopped (no pid), and a `stop` would then do nothing while the
+        // app starts. Whether its creator is still alive is the caller's
+        // question (see app::RunLock).
+        if c.status() == ContainerStatus::Creating && c.pid().is_none() {
+            return Ok(c);
+        }
+        // The refresh reads /proc/<pid>/stat after finding /proc/<pid>: an
+        // init exiting in between fails it. Asked again, it is gone.
+        if c.refresh_status().is_err() {
+            c.refresh_status()
+                .map_err(|e| lc(id, "refresh status", e))?;
+        }
         Ok(c)
     }
 }

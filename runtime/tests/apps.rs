@@ -519,3 +519,54 @@ fn proxy_forwards_udp_flows_and_tcp_half_close_into_a_netns() {
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+/// `stop` racing the foreground `run` (a unit stopped while it starts): the
+/// state is still "creating" or "created", or is being rewritten. Each round
+/// must end with stop exiting 0 and the app gone, never with a stop that
+/// succeeded while the app kept running.
+#[test]
+fn stop_right_after_start_stops_the_app() {
+    if !prerequisites(&["busybox", "umoci"]) {
+        return;
+    }
+    let host = host_with_image();
+    for round in 0..15 {
+        let name = format!("race{round}");
+        let mut child = host
+            .cmd(&["run", "--name", &name, IMAGE, "--", "sleep", "60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let state = host.p("state").join(&name).join("state.json");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !state.exists() {
+            assert!(Instant::now() < deadline, "round {round}: no state.json");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let out_stop = host.cmd(&["stop", &name, "--time", "2"]).output().unwrap();
+        assert!(
+            out_stop.status.success(),
+            "round {round}: {:?}",
+            text(&out_stop)
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let ps = text(&host.cmd(&["ps", "--json"]).output().unwrap()).0;
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "round {round}: stop returned 0 but the app still runs: {ps}\nstop: {:?}\nrun: {}",
+                    text(&out_stop),
+                    text(&out).1
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success(), "round {round}: {status:?}");
+    }
+}
