@@ -12,6 +12,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use crate::cgroup_policy;
 use crate::cli::{CgroupsMode, Exec, Paths, Run};
+use crate::console::{self, ConsoleSocket, RawMode, Relay, ScratchDir};
 use crate::foreground::{self, NotifyRelay};
 use crate::images;
 use crate::portfwd::{self, Listeners};
@@ -453,39 +454,71 @@ pub fn ps(rt: &Libcontainer, json: bool) -> Result<i32> {
 }
 
 pub fn exec(rt: &Libcontainer, e: &Exec) -> Result<i32> {
-    let mut env = HashMap::new();
-    for kv in &e.env {
-        let kv = spec::parse_env(kv)?;
-        if let Some((k, v)) = kv.split_once('=') {
-            env.insert(k.to_string(), v.to_string());
+    let scratch = ScratchDir::new().context("cannot create a scratch directory for exec")?;
+    let mut console = None;
+    let process = match &e.process {
+        Some(p) => {
+            // libcontainer would report a missing file only as "io error".
+            std::fs::metadata(p).with_context(|| {
+                format!(
+                    "cannot read the process file {} (--process expects runtime-spec process JSON)",
+                    p.display()
+                )
+            })?;
+            p.clone()
         }
-    }
-    if e.tty && e.process.is_none() {
-        bail!(
-            "cairn-run exec --tty needs --process with \"terminal\": true and a --console-socket \
-             (a terminal is handed over through the socket); without --tty, stdin, stdout and \
-             stderr are passed through"
-        );
-    }
-    if let Some(p) = &e.process {
-        // libcontainer would report a missing file only as "io error".
-        std::fs::metadata(p).with_context(|| {
-            format!(
-                "cannot read the process file {} (--process expects runtime-spec process JSON)",
-                p.display()
-            )
-        })?;
-    }
+        None => {
+            let env = e
+                .env
+                .iter()
+                .map(|kv| spec::parse_env(kv))
+                .collect::<Result<Vec<_>, _>>()?;
+            let bundle = rt.state(&e.name)?.bundle;
+            let config = bundle.join("config.json");
+            let container: serde_json::Value = std::fs::read(&config)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice(&b)?))
+                .with_context(|| {
+                    format!("cannot read the container's spec {}", config.display())
+                })?;
+            let p = spec::exec_process(
+                container.get("process"),
+                &e.command,
+                &env,
+                e.workdir.as_deref(),
+                e.tty,
+            )?;
+            let file = scratch.path().join("process.json");
+            std::fs::write(&file, serde_json::to_vec(&p)?)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            if e.tty && e.console_socket.is_none() {
+                if e.detach {
+                    bail!(
+                        "exec --tty --detach needs --console-socket: once cairn-run exits nothing would hold the terminal"
+                    );
+                }
+                let sock = scratch.path().join("console.sock");
+                console = Some(
+                    ConsoleSocket::bind(&sock)
+                        .with_context(|| format!("cannot listen on {}", sock.display()))?,
+                );
+            }
+            file
+        }
+    };
+    let console_socket = e
+        .console_socket
+        .clone()
+        .or_else(|| console.as_ref().map(|c| c.path.clone()));
     let pid = rt.exec(
         &e.name,
         &ExecOptions {
-            args: e.command.clone(),
-            env,
-            cwd: e.workdir.clone(),
-            process: e.process.clone(),
-            detach: e.detach,
+            process,
+            // libcontainer (as runc) takes a console socket only when it
+            // will not wait itself; we wait, relaying the terminal.
+            detach: e.detach || console.is_some(),
             pid_file: e.pid_file.clone(),
-            console_socket: e.console_socket.clone(),
+            console_socket,
             preserve_fds: e.preserve_fds,
         },
     )?;
@@ -493,8 +526,27 @@ pub fn exec(rt: &Libcontainer, e: &Exec) -> Result<i32> {
         return Ok(0);
     }
     let signals = foreground::block_signals().context("cannot block signals for forwarding")?;
-    foreground::wait(pid, &signals, None)
-        .with_context(|| format!("waiting for the exec'd process in {} failed", e.name))
+    let waited = match console {
+        None => foreground::wait(pid, &signals, None),
+        Some(c) => {
+            let master = c
+                .receive_master(Duration::from_secs(10))
+                .context("no terminal came back from the container")?;
+            console::copy_window_size(&master);
+            let raw = RawMode::enable();
+            let relay = Relay::start(&master).context("cannot relay the terminal")?;
+            let code = foreground::wait_with(
+                pid,
+                &signals,
+                None,
+                Some(&|| console::copy_window_size(&master)),
+            );
+            relay.finish(Duration::from_secs(2));
+            drop(raw);
+            code
+        }
+    };
+    waited.with_context(|| format!("waiting for the exec'd process in {} failed", e.name))
 }
 
 #[cfg(test)]

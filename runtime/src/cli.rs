@@ -242,10 +242,15 @@ pub struct Exec {
     /// Where to send the terminal's master fd (process.terminal = true).
     #[arg(long)]
     pub console_socket: Option<PathBuf>,
-    /// Accepted for runc compatibility: the terminal is the process
-    /// file's `terminal` field.
+    /// Run the command on a terminal: cairn-run relays it to its own
+    /// stdin and stdout, or hands it to --console-socket. With --process,
+    /// the file's `terminal` field decides.
     #[arg(short, long)]
     pub tty: bool,
+    /// Accepted for podman and docker habits (`exec -it`): stdin is always
+    /// passed to the process.
+    #[arg(short, long)]
+    pub interactive: bool,
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: i32,
     /// App name or container id.
@@ -415,6 +420,7 @@ mod tests {
             &["sign", "--key", "/k", "img", "--out", "/o"],
             &["exec", "web", "--", "/bin/ls"],
             &["exec", "-e", "A=1", "--cwd", "/", "web", "ls", "-l"],
+            &["exec", "-it", "web", "sh"],
             &[
                 "exec",
                 "--pid-file",

@@ -162,6 +162,18 @@ impl NotifyRelay {
 
 /// Waits for `pid` to exit, forwarding signals and relaying notifications.
 pub fn wait(pid: i32, signals: &SigSet, relay: Option<&NotifyRelay>) -> io::Result<i32> {
+    wait_with(pid, signals, relay, None)
+}
+
+/// As [`wait`]; with `on_winch`, SIGWINCH calls it instead of being
+/// forwarded (a relayed terminal resizes its pty, and the kernel tells the
+/// process).
+pub fn wait_with(
+    pid: i32,
+    signals: &SigSet,
+    relay: Option<&NotifyRelay>,
+    on_winch: Option<&dyn Fn()>,
+) -> io::Result<i32> {
     let pidfd = pidfd_open(pid)?;
     let sfd = SignalFd::with_flags(signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(io::Error::from)?;
@@ -185,7 +197,10 @@ pub fn wait(pid: i32, signals: &SigSet, relay: Option<&NotifyRelay>) -> io::Resu
         }
         if signalled {
             while let Ok(Some(info)) = sfd.read_signal() {
-                send_signal(&pidfd, info.ssi_signo as i32);
+                match on_winch {
+                    Some(f) if info.ssi_signo as i32 == libc::SIGWINCH => f(),
+                    _ => send_signal(&pidfd, info.ssi_signo as i32),
+                }
             }
         }
         if exited {

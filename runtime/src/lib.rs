@@ -9,6 +9,7 @@
 pub mod app;
 pub mod cgroup_policy;
 pub mod cli;
+pub mod console;
 pub mod foreground;
 pub mod images;
 pub mod portfwd;

@@ -65,11 +65,9 @@ pub struct CreateOptions {
 
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
-    pub args: Vec<String>,
-    pub env: HashMap<String, String>,
-    pub cwd: Option<PathBuf>,
-    /// A runtime-spec process file, in place of args/env/cwd.
-    pub process: Option<PathBuf>,
+    /// The runtime-spec process file: given by the caller (`--process`) or
+    /// made by app::exec from a command line.
+    pub process: PathBuf,
     pub detach: bool,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
@@ -325,10 +323,7 @@ impl OciRuntime for Libcontainer {
             .with_console_socket(opts.console_socket.as_ref())
             .with_preserved_fds(opts.preserve_fds)
             .as_tenant()
-            .with_process(opts.process.as_ref())
-            .with_container_args(opts.args.clone())
-            .with_env(opts.env.clone())
-            .with_cwd(opts.cwd.as_ref())
+            .with_process(Some(&opts.process))
             .with_detach(opts.detach)
             .build()
             .map_err(|e| lc(id, "exec", e))?;

@@ -45,6 +45,10 @@ pub enum SpecError {
     NoCommand,
     #[error("generated spec does not parse: {0}")]
     Invalid(String),
+    #[error("invalid --workdir {0:?}: it must be an absolute path inside the container")]
+    Cwd(String),
+    #[error("the container's config.json has no process to base the exec on")]
+    NoProcess,
 }
 
 fn publish_net_hint(net: &str) -> &'static str {
@@ -547,6 +551,51 @@ pub fn app_spec(
     serde_json::from_value(value).map_err(|e| SpecError::Invalid(e.to_string()))
 }
 
+/// The process `exec` starts from a command line: the container's own
+/// (user, capabilities, rlimits, no_new_privileges, AppArmor), with the
+/// command, extra env (KEY=VALUE, already checked by [`parse_env`]), working
+/// directory and terminal asked for, as `runc exec` and `podman exec` do.
+pub fn exec_process(
+    container_process: Option<&Value>,
+    args: &[String],
+    env: &[String],
+    cwd: Option<&Path>,
+    terminal: bool,
+) -> Result<Value, SpecError> {
+    let mut p = container_process
+        .filter(|p| p.is_object())
+        .cloned()
+        .ok_or(SpecError::NoProcess)?;
+    let mut merged: Vec<String> = p["env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    for kv in env {
+        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        merged.retain(|old| old.split_once('=').map_or(old.as_str(), |(k, _)| k) != key);
+        merged.push(kv.clone());
+    }
+    p["args"] = json!(args);
+    p["env"] = json!(merged);
+    p["terminal"] = json!(terminal);
+    if let Some(c) = cwd {
+        let text = c.to_string_lossy();
+        if !c.is_absolute() || text.contains('\0') {
+            return Err(SpecError::Cwd(text.into_owned()));
+        }
+        p["cwd"] = json!(text);
+    }
+    // The app's console size is not the caller's terminal's.
+    if let Some(o) = p.as_object_mut() {
+        o.remove("consoleSize");
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -937,5 +986,36 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             check(&serde_json::to_value(&spec).unwrap());
         }
+    }
+
+    #[test]
+    fn exec_process_keeps_the_apps_identity_and_takes_the_command() {
+        let app = json!({
+            "args": ["/app"], "env": ["PATH=/bin", "A=1"], "cwd": "/srv",
+            "user": {"uid": 1000, "gid": 1000},
+            "capabilities": {"bounding": ["CAP_KILL"]},
+            "noNewPrivileges": true, "terminal": false,
+            "consoleSize": {"height": 1, "width": 1}
+        });
+        let p = exec_process(Some(&app), &s(&["sh"]), &s(&["A=2", "B=3"]), None, true).unwrap();
+        assert_eq!(p["args"], json!(["sh"]));
+        assert_eq!(p["env"], json!(["PATH=/bin", "A=2", "B=3"]));
+        assert_eq!(p["cwd"], "/srv");
+        assert_eq!(p["user"], app["user"]);
+        assert_eq!(p["capabilities"], app["capabilities"]);
+        assert_eq!(p["noNewPrivileges"], true);
+        assert_eq!(p["terminal"], true);
+        assert!(p.get("consoleSize").is_none());
+
+        let p = exec_process(Some(&app), &s(&["ls"]), &[], Some(Path::new("/tmp")), false);
+        assert_eq!(p.unwrap()["cwd"], "/tmp");
+        for (cwd, want) in [("tmp", Err(SpecError::Cwd("tmp".into()))), ("/", Ok(()))] {
+            let got = exec_process(Some(&app), &s(&["ls"]), &[], Some(Path::new(cwd)), false);
+            assert_eq!(got.map(|_| ()), want, "{cwd}");
+        }
+        assert_eq!(
+            exec_process(None, &s(&["ls"]), &[], None, false),
+            Err(SpecError::NoProcess)
+        );
     }
 }

@@ -570,3 +570,95 @@ fn stop_right_after_start_stops_the_app() {
         assert!(!status.success(), "round {round}: {status:?}");
     }
 }
+
+/// `exec -t` at a shell, as `runc exec -t` or `podman exec -it`: the command
+/// gets a pty of the caller's size, runs as the app's user, sees keystrokes,
+/// its exit status comes back, and the caller's terminal is restored.
+#[test]
+fn exec_with_a_terminal_as_the_apps_user() {
+    use nix::pty::{Winsize, openpty};
+    use nix::sys::termios::{LocalFlags, tcgetattr};
+    use std::sync::{Arc, Mutex};
+
+    if !prerequisites(&["busybox", "umoci"]) {
+        return;
+    }
+    let host = host_with_image();
+    let child = host
+        .cmd(&[
+            "run",
+            "--name",
+            "sh",
+            "--user",
+            "1000:1000",
+            IMAGE,
+            "--",
+            "sleep",
+            "60",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_running(&host, "sh");
+
+    let size = Winsize {
+        ws_row: 30,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = openpty(Some(&size), None).unwrap();
+    let before = tcgetattr(&pty.slave).unwrap().local_flags;
+    let slave = std::fs::File::from(pty.slave);
+    let script = "id -u; tty; stty size; read l; echo \"got $l\"; exit 3";
+    let mut exec = host
+        .cmd(&["exec", "-it", "sh", "--", "sh", "-c", script])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let mut master = std::fs::File::from(pty.master);
+    let mut reader = master.try_clone().unwrap();
+    let sink = output.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let seen = |s: &str| String::from_utf8_lossy(&output.lock().unwrap()).contains(s);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen("30 100") {
+        assert!(
+            Instant::now() < deadline,
+            "no stty output: {:?}",
+            String::from_utf8_lossy(&output.lock().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    master.write_all(b"hello\r").unwrap();
+    let status = loop {
+        if let Some(s) = exec.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "exec -t did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let out = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    assert_eq!(status.code(), Some(3), "{out}");
+    for want in ["1000", "/dev/pts/", "30 100", "got hello"] {
+        assert!(out.contains(want), "{want:?} not in {out:?}");
+    }
+    let after = tcgetattr(&slave).unwrap().local_flags;
+    assert_eq!(after, before, "caller's terminal not restored");
+    assert!(after.contains(LocalFlags::ECHO | LocalFlags::ICANON));
+
+    host.ok(&["stop", "sh", "--time", "1"]);
+    child.wait_with_output().unwrap();
+}
