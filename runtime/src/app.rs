@@ -454,7 +454,8 @@ pub fn ps(rt: &Libcontainer, json: bool) -> Result<i32> {
 }
 
 pub fn exec(rt: &Libcontainer, e: &Exec) -> Result<i32> {
-    let scratch = ScratchDir::new().context("cannot create a scratch directory for exec")?;
+    // Holds the made process file and console socket until the exec is done.
+    let mut scratch = None;
     let mut console = None;
     let process = match &e.process {
         Some(p) => {
@@ -488,7 +489,9 @@ pub fn exec(rt: &Libcontainer, e: &Exec) -> Result<i32> {
                 e.workdir.as_deref(),
                 e.tty,
             )?;
-            let file = scratch.path().join("process.json");
+            let dir: &ScratchDir = scratch
+                .insert(ScratchDir::new().context("cannot create a scratch directory for exec")?);
+            let file = dir.path().join("process.json");
             std::fs::write(&file, serde_json::to_vec(&p)?)
                 .with_context(|| format!("cannot write {}", file.display()))?;
             if e.tty && e.console_socket.is_none() {
@@ -497,7 +500,7 @@ pub fn exec(rt: &Libcontainer, e: &Exec) -> Result<i32> {
                         "exec --tty --detach needs --console-socket: once cairn-run exits nothing would hold the terminal"
                     );
                 }
-                let sock = scratch.path().join("console.sock");
+                let sock = dir.path().join("console.sock");
                 console = Some(
                     ConsoleSocket::bind(&sock)
                         .with_context(|| format!("cannot listen on {}", sock.display()))?,
