@@ -76,22 +76,75 @@ pub fn settings_from_cli(r: &Run, name: &str) -> Result<AppSettings> {
     })
 }
 
-/// Reads a small text file of the image (passwd, group), at most 1 MiB,
-/// refusing symlinks so an image cannot point us at a host file.
+/// Reads a small text file of the image (passwd, group), at most 1 MiB.
+/// No symlink is followed in any component (each is opened O_NOFOLLOW from
+/// the one before), so an image cannot point us at a host file through
+/// `etc -> /host/etc` any more than through `etc/passwd -> /etc/shadow`;
+/// and only a regular file is read (a FIFO would block the start). A
+/// missing file reads as empty: the image has no such users.
 fn read_image_file(rootfs: &Path, rel: &str) -> Result<String> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::Mode;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
     let path = rootfs.join(rel);
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path);
-    let mut f = match f {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot read {} of the image", path.display()));
+    let refuse = |what: &str| {
+        anyhow::anyhow!(
+            "cannot read {} of the image: {what}; cairn-run looks up users only in regular files of the image, reached without following symlinks (they could lead to host files): make it a regular file in the image, or give --user as numeric uid:gid",
+            path.display()
+        )
+    };
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    if comps.is_empty() || comps.iter().any(|c| *c == "." || *c == "..") {
+        bail!("{rel:?} is not a plain relative path in the image");
+    }
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let open_err = |e: nix::errno::Errno| -> Option<anyhow::Error> {
+        match e {
+            nix::errno::Errno::ENOENT => None,
+            // O_NOFOLLOW on a symlink: ELOOP; O_DIRECTORY on one: ENOTDIR.
+            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+                Some(refuse("it is a symlink, or below a symlink or a file"))
+            }
+            e => Some(
+                anyhow::Error::from(std::io::Error::from(e))
+                    .context(format!("cannot read {} of the image", path.display())),
+            ),
         }
     };
+    // SAFETY (every from_raw_fd below): open/openat returned a new
+    // descriptor that nothing else owns.
+    let mut dir = match nix::fcntl::open(rootfs, dir_flags, Mode::empty()) {
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        Err(e) => {
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("cannot open the image rootfs {}", rootfs.display()));
+        }
+    };
+    let (last, parents) = comps.split_last().unwrap_or((&"", &[]));
+    for c in parents {
+        match openat(
+            Some(dir.as_raw_fd()),
+            *c,
+            dir_flags | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        ) {
+            Ok(fd) => dir = unsafe { OwnedFd::from_raw_fd(fd) },
+            Err(e) => return open_err(e).map_or(Ok(String::new()), Err),
+        }
+    }
+    let file_flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = match openat(Some(dir.as_raw_fd()), *last, file_flags, Mode::empty()) {
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        Err(e) => return open_err(e).map_or(Ok(String::new()), Err),
+    };
+    let mut f = std::fs::File::from(fd);
+    let meta = f
+        .metadata()
+        .with_context(|| format!("cannot read {} of the image", path.display()))?;
+    if !meta.is_file() {
+        return Err(refuse("it is not a regular file"));
+    }
     let mut s = String::new();
     f.by_ref()
         .take(1 << 20)
@@ -191,6 +244,15 @@ pub fn run(rt: &Libcontainer, r: &Run, paths: &Paths, systemd_flag: bool) -> Res
     }
     let settings = settings_from_cli(r, name)?;
     let image = images::resolve_for_run(paths, &r.target)?;
+    // Root only, before anything is made in them: the bundles hold the
+    // mounted rootfs of every running app and the state its writable layer,
+    // setuid programs of the image (or made by the app's root) included, and
+    // ROOT allows suid. The app's processes never walk these paths: they see
+    // their rootfs through their mount namespace.
+    for dir in [&paths.app_bundles, &paths.app_state] {
+        oci_image::private_dir(dir)
+            .with_context(|| format!("cannot make {} root only", dir.display()))?;
+    }
 
     let Some(_lock) = RunLock::acquire(&RunLock::path(paths, name))? else {
         bail!(
@@ -575,6 +637,61 @@ mod tests {
             "a dead run's lock is free"
         );
         assert!(RunLock::acquire(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn image_files_are_read_without_following_symlinks() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        // A host directory the image points at.
+        let host = dir.path().join("host");
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("passwd"), "host-secret\n").unwrap();
+        std::fs::write(host.join("group"), "host-secret\n").unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+
+        // Ordinary files, and missing ones (no such users).
+        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+        assert_eq!(
+            read_image_file(&rootfs, "etc/passwd").unwrap(),
+            "root:x:0:0::/:/bin/sh\n"
+        );
+        assert_eq!(read_image_file(&rootfs, "etc/group").unwrap(), "");
+
+        // The last component a symlink (absolute, and relative out).
+        symlink(host.join("group"), rootfs.join("etc/group")).unwrap();
+        let e = read_image_file(&rootfs, "etc/group").unwrap_err();
+        assert!(format!("{e:#}").contains("symlink"), "{e:#}");
+        std::fs::remove_file(rootfs.join("etc/group")).unwrap();
+        symlink("../../host/group", rootfs.join("etc/group")).unwrap();
+        assert!(read_image_file(&rootfs, "etc/group").is_err());
+
+        // A directory component a symlink pointing outside the rootfs.
+        std::fs::remove_dir_all(rootfs.join("etc")).unwrap();
+        symlink(&host, rootfs.join("etc")).unwrap();
+        let e = read_image_file(&rootfs, "etc/passwd").unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(!msg.contains("host-secret"), "{msg}");
+        assert!(
+            msg.contains("etc/passwd") && msg.contains("symlink"),
+            "{msg}"
+        );
+        // Pointing inside the rootfs: refused all the same.
+        std::fs::remove_file(rootfs.join("etc")).unwrap();
+        std::fs::create_dir_all(rootfs.join("usr/etc")).unwrap();
+        std::fs::write(rootfs.join("usr/etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+        symlink("usr/etc", rootfs.join("etc")).unwrap();
+        assert!(read_image_file(&rootfs, "etc/passwd").is_err());
+
+        // Not a regular file: a FIFO would block the start.
+        std::fs::remove_file(rootfs.join("etc")).unwrap();
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        nix::unistd::mkfifo(&rootfs.join("etc/passwd"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = read_image_file(&rootfs, "etc/passwd").unwrap_err();
+        assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+
+        assert!(read_image_file(&rootfs, "../host/passwd").is_err());
     }
 
     #[test]

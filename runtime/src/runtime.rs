@@ -50,6 +50,11 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
     #[error("invalid signal {0:?}: use a name such as TERM or SIGKILL, or a number")]
     Signal(String),
+    #[error("cannot create the state root {} (mode 0700): {source}", path.display())]
+    StateRoot {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -253,6 +258,21 @@ impl OciRuntime for Libcontainer {
             self.cgroup_mode,
             cgroup_policy::V2_DEVICES_BUILT_IN,
         )?;
+        // Root only, as runc makes it: it holds the containers' state and
+        // the socket their init waits on for `start`. libcontainer would
+        // create it with the umask's mode. One that exists is left as its
+        // owner (podman, the operator) made it.
+        if !self.root.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.root)
+                .map_err(|source| RuntimeError::StateRoot {
+                    path: self.root.clone(),
+                    source,
+                })?;
+        }
         let id = &opts.id;
         let container = ContainerBuilder::new(id.clone(), SyscallType::default())
             .with_root_path(&self.root)

@@ -59,13 +59,18 @@ impl Host {
 
 /// An OCI layout with one busybox image, built by umoci.
 fn host_with_image() -> Host {
+    host_with_image_with(|_| {})
+}
+
+/// [`host_with_image`], with `extra` adding to the image's rootfs.
+fn host_with_image_with(extra: impl FnOnce(&Path)) -> Host {
     let host = Host {
         dir: tempfile::Builder::new()
             .prefix("cairn-run-apps")
             .tempdir()
             .unwrap(),
     };
-    let layout = busybox_layout(host.dir.path());
+    let layout = busybox_layout_with(host.dir.path(), extra);
     let l = |tag: &str| format!("{}:{tag}", layout.display());
     umoci(&[
         "config",
@@ -260,6 +265,166 @@ fn ps_exec_and_stop() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137));
     assert!(t.elapsed() < Duration::from_secs(8));
+}
+
+/// Whether nobody (65534, no groups) can run `path true` on the host.
+fn nobody_can_run(path: &Path) -> bool {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        // Through a shell: setpriv itself keeps root's capabilities until
+        // its execve (CAP_DAC_OVERRIDE would reach any path), the shell it
+        // starts runs with none, as a host user's would.
+        .args(["/bin/sh", "-c", "exec \"$0\" true"])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Setuid programs of an image, and ones the app's root makes in its
+/// writable layer, are out of reach of host users while the app runs; the
+/// app itself (as a non-root user too) runs as before.
+#[test]
+fn app_files_are_out_of_reach_of_host_users() {
+    if !prerequisites(&["busybox", "umoci", "setpriv"]) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let host = host_with_image_with(|rootfs| {
+        // Named busybox* so that it runs the applet its argument names.
+        let su = rootfs.join("bin/busybox.suid");
+        std::fs::copy(rootfs.join("bin/busybox"), &su).unwrap();
+        std::fs::set_permissions(&su, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    });
+    let images: serde_json::Value = serde_json::from_str(&host.ok(&["images", "--json"])).unwrap();
+    let image_su = Path::new(images[0]["rootfs"].as_str().unwrap()).join("bin/busybox.suid");
+    assert_eq!(mode(&image_su), 0o4755);
+    let p755 = || std::fs::Permissions::from_mode(0o755);
+    // World-traversable, as /var/lib/cairn and /run/cairn are on a host; the
+    // three directories as an older cairn-run left them.
+    std::fs::set_permissions(host.dir.path(), p755()).unwrap();
+    for d in ["images", "bundles", "containers"] {
+        std::fs::create_dir_all(host.p(d)).unwrap();
+        std::fs::set_permissions(host.p(d), p755()).unwrap();
+    }
+    assert!(nobody_can_run(&image_su), "the control: the hole as it was");
+
+    // The app's root makes a setuid copy in its writable layer.
+    let out = host.run(
+        "suid",
+        &["--read-write"],
+        "cp /bin/busybox /busybox.made-suid && chmod 4755 /busybox.made-suid",
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    for d in ["images", "bundles", "containers"] {
+        assert_eq!(mode(&host.p(d)), 0o700, "{d}");
+    }
+    assert!(!nobody_can_run(&image_su));
+    let upper_su = host.p("containers/suid/upper/busybox.made-suid");
+    assert_eq!(mode(&upper_su), 0o4755);
+    assert!(!nobody_can_run(&upper_su));
+
+    // Running, as a non-root user: the app reaches its files, the host's
+    // users do not reach them through the mounted rootfs.
+    let child = host
+        .cmd(&[
+            "run",
+            "--name",
+            "suid",
+            "--user",
+            "nobody",
+            IMAGE,
+            "--",
+            "sh",
+            "-c",
+            "(/bin/busybox.suid true && /busybox.made-suid true && id -u) > /dev/shm/out 2>&1; mv /dev/shm/out /dev/shm/ok; sleep 60",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_running(&host, "suid");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = host
+            .cmd(&["exec", "suid", "--", "cat", "/dev/shm/ok"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            assert_eq!(text(&out).0, "65534\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", text(&out));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mounted = host.p("bundles/suid/rootfs");
+    assert!(
+        mounted.join("busybox.made-suid").exists(),
+        "the bundle is mounted"
+    );
+    for p in [
+        mounted.join("busybox.made-suid"),
+        mounted.join("bin/busybox.suid"),
+    ] {
+        assert!(!nobody_can_run(&p), "{}", p.display());
+    }
+    host.ok(&["stop", "suid", "--time", "1"]);
+    child.wait_with_output().unwrap();
+}
+
+/// io_uring is not in the default seccomp profile: `io_uring_setup` fails
+/// with EPERM in an app (ENOSYS where the kernel has no io_uring).
+#[test]
+fn io_uring_is_refused_to_apps() {
+    if !prerequisites(&["busybox", "umoci", "cc"]) {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let c = src.path().join("iou.c");
+    std::fs::write(
+        &c,
+        r#"#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(void) {
+    unsigned char params[120]; /* struct io_uring_params */
+    memset(params, 0, sizeof params);
+    long r = syscall(SYS_io_uring_setup, 1, params);
+    printf("io_uring_setup=%s errno=%d\n", r < 0 ? "failed" : "ok", r < 0 ? errno : 0);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let bin = src.path().join("iou");
+    let out = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&bin)
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cc: {:?}", text(&out));
+    // The control: what the host's kernel does outside the profile.
+    let host_out = Command::new(&bin).output().unwrap();
+    let host_says = text(&host_out).0;
+
+    let host = host_with_image_with(|rootfs| {
+        std::fs::copy(&bin, rootfs.join("bin/iou")).unwrap();
+    });
+    let out = host.run("iou", &[], "/bin/iou");
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "{o}{e}");
+    assert!(
+        o.contains("io_uring_setup=failed errno=1\n")
+            || o.contains("io_uring_setup=failed errno=38\n"),
+        "in the app: {o} (on the host: {host_says})"
+    );
 }
 
 /// A host port that was free a moment ago.

@@ -12,7 +12,11 @@
 //! (`alpine` = `docker.io/library/alpine:latest`). Trust rules and signatures are
 //! about `registry/repository` (no tag). Plain HTTP is used for loopback
 //! registries (and with [`PullOptions::insecure_http`]), HTTPS (rustls, webpki
-//! roots; cargo feature `tls`, on by default) otherwise.
+//! roots; cargo feature `tls`, on by default) otherwise. Credentials
+//! ([`PullOptions::auth`]) are sent only over HTTPS, to the registry or the
+//! token service it names; an `Authorization` header never follows a
+//! redirect to another host, and HTTPS is never downgraded by a redirect.
+//! Over plain HTTP pulls are anonymous.
 //!
 //! # Trust policy file (JSON)
 //! ```json
@@ -56,6 +60,9 @@ pub use reference::{Reference, is_loopback_host};
 pub use registry::{Credentials, Registry};
 /// The key types signatures use (as made by `cairn-build keygen`).
 pub use release_manifest::{KeyPair, PublicKey};
-pub use store::{DEFAULT_ROOT, GcReport, Image, PullOptions, Store, push_signature, signature_tag};
+pub use store::{
+    DEFAULT_ROOT, GcReport, Image, PRIVATE_DIR_MODE, PullOptions, Store, private_dir,
+    push_signature, signature_tag,
+};
 pub use trust::{Decision, Requirement, Signature, TrustPolicy, TrustRule, sign};
 pub use unpack::{UnpackOptions, UnpackReport};

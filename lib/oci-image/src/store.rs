@@ -8,6 +8,8 @@
 //! ROOT/tmp/                   staging: everything is built here and renamed into place
 //! ROOT/lock                   flock: shared while ingesting, exclusive for gc/rm
 //! ```
+//!
+//! ROOT itself is mode 0700 (see [`private_dir`]): images carry setuid programs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -29,6 +31,9 @@ use crate::trust::{Decision, Signature, TrustPolicy, canonical_name, write_atomi
 use crate::unpack::{UnpackOptions, UnpackReport, apply_layer};
 
 pub const DEFAULT_ROOT: &str = "/var/lib/cairn/images";
+/// The mode of the store's top directory and of the directories cairn-run
+/// keeps container filesystems in: root only.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Signature blobs are tiny; anything bigger is refused.
 const MAX_SIGNATURE_SIZE: u64 = 64 * 1024;
 
@@ -36,7 +41,9 @@ const MAX_SIGNATURE_SIZE: u64 = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct PullOptions {
     /// Plain HTTP for a non-loopback registry (loopback always uses plain HTTP).
+    /// Pulls over plain HTTP are anonymous: `auth` is never sent over it.
     pub insecure_http: bool,
+    /// Sent only over HTTPS (see the crate documentation).
     pub auth: Option<Credentials>,
     /// A signature file to use instead of looking for one in the registry.
     pub signature: Option<PathBuf>,
@@ -192,6 +199,51 @@ pub(crate) struct Pending<'a> {
     pub platform: Platform,
 }
 
+/// Creates `dir` (and its missing parents) with mode 0700, or tightens it to
+/// 0700 when it exists with group or other bits (a store made by an older
+/// cairn-run).
+///
+/// Why: the store holds every image's files, setuid-root programs included,
+/// and ROOT is mounted with suid allowed. If any local user could walk into
+/// `rootfs/<hex>/`, a setuid shell shipped in any image would be a root shell
+/// on the host. (cairn-run makes its container bundle and writable-layer
+/// directories private with this too.) Containers are not affected: their
+/// processes see the rootfs through their mount namespace (overlayfs checks
+/// the lower directories with the credentials of the root that mounted it),
+/// never through this path.
+/// A symlinked `dir` is followed: where the store lives is the operator's
+/// choice; the directory it names is the one made private.
+pub fn private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(Error::io(parent))?;
+    }
+    match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(dir)(e)),
+    }
+    let meta = fs::metadata(dir).map_err(Error::io(dir))?;
+    if !meta.is_dir() {
+        return Err(Error::io(dir)(std::io::Error::other(
+            "exists and is not a directory; move it away",
+        )));
+    }
+    // The umask may have taken bits from the mode given to mkdir, never
+    // added any; an existing directory may have anything.
+    if meta.permissions().mode() & 0o7777 != PRIVATE_DIR_MODE {
+        fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE)).map_err(|e| {
+            Error::io(dir)(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot restrict it to mode 0700 (root only) so that host users cannot run setuid programs of images: {e}"
+                ),
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 fn fsync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -201,6 +253,8 @@ fn fsync_dir(dir: &Path) {
 impl Store {
     /// Opens (creating if missing) the store at `root`.
     pub fn open(root: &Path) -> Result<Store, Error> {
+        // Root only, before anything is unpacked under it: see [`private_dir`].
+        private_dir(root)?;
         for sub in ["blobs/sha256", "rootfs", "images", "tmp"] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(Error::io(&p))?;

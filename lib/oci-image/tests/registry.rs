@@ -1,5 +1,6 @@
 //! Pull from Debian's docker-registry on loopback (pushed to with skopeo),
-//! the bearer-token flow, signatures in the registry, and tampered blobs.
+//! the bearer-token flow, where credentials and tokens may go, signatures in
+//! the registry, and tampered blobs.
 
 mod common;
 
@@ -7,6 +8,25 @@ use common::*;
 use oci_image::{
     Credentials, Error, KeyPair, PullOptions, Requirement, Store, TrustPolicy, push_signature, sign,
 };
+
+fn alice() -> PullOptions {
+    PullOptions {
+        auth: Some(Credentials {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        }),
+        ..PullOptions::default()
+    }
+}
+
+/// No request in `log` carried the password (as Basic auth, or anywhere).
+fn no_password(log: &ProxyLog) {
+    for (line, auth) in log.lock().unwrap().iter() {
+        let a = auth.as_deref().unwrap_or("");
+        assert!(!a.starts_with("Basic"), "{line}: {a}");
+        assert!(!line.contains("s3cret"), "{line}");
+    }
+}
 
 const TOOLS: &[&str] = &["umoci", "skopeo", "docker-registry", "busybox"];
 
@@ -143,14 +163,7 @@ fn bearer_token_flow() {
     let reference = format!("127.0.0.1:{port}/cairn/hello:v1");
     let root = tempfile::tempdir().unwrap();
     let store = Store::open(root.path()).unwrap();
-    let opts = PullOptions {
-        auth: Some(Credentials {
-            username: "alice".into(),
-            password: "s3cret".into(),
-        }),
-        ..PullOptions::default()
-    };
-    let image = store.pull(&reference, &opts, &accept_all()).unwrap();
+    let image = store.pull(&reference, &alice(), &accept_all()).unwrap();
     check_rootfs(&image.rootfs);
 
     let log = log.lock().unwrap().clone();
@@ -170,8 +183,9 @@ fn bearer_token_flow() {
         "{}",
         token_req.0
     );
-    // alice:s3cret
-    assert_eq!(token_req.1.as_deref(), Some("Basic YWxpY2U6czNjcmV0"));
+    // The registry is plain HTTP: the credentials stay home and the token
+    // is an anonymous one (enough for this public image).
+    assert_eq!(token_req.1, None, "credentials went over plain HTTP");
     let with_token = log
         .iter()
         .filter(|(_, a)| a.as_deref() == Some(&format!("Bearer {TOKEN}")))
@@ -184,6 +198,110 @@ fn bearer_token_flow() {
         .filter(|(line, a)| a.is_none() && line.contains("/v2/"))
         .count();
     assert_eq!(unauthenticated, 1, "{log:#?}");
+}
+
+#[test]
+fn credentials_never_go_over_plain_http() {
+    if !prerequisites(TOOLS) {
+        return;
+    }
+    let img = build_image();
+    let reg = start_registry();
+    push(&img.layout, &format!("{}/cairn/hello:v1", reg.host()));
+
+    // A registry asking for Basic auth over HTTP: refused before sending it.
+    let (port, log) = start_proxy(reg.port, ProxyMode::Basic);
+    let reference = format!("127.0.0.1:{port}/cairn/hello:v1");
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let e = store.pull(&reference, &alice(), &accept_all()).unwrap_err();
+    assert!(matches!(e, Error::Auth { .. }), "{e}");
+    assert!(e.to_string().contains("HTTPS"), "{e}");
+    no_password(&log);
+    assert!(log.lock().unwrap().iter().all(|(_, a)| a.is_none()));
+    assert_store_empty(&store);
+
+    // A token realm on another host (and port), plain HTTP: asked for an
+    // anonymous token, which pulls the public image.
+    let (realm_port, realm_log) = start_proxy_on("127.0.0.2", reg.port, ProxyMode::Bearer);
+    let (port, log) = start_proxy(reg.port, ProxyMode::BearerRealmAt(realm_port));
+    let reference = format!("127.0.0.1:{port}/cairn/hello:v1");
+    let image = store.pull(&reference, &alice(), &accept_all()).unwrap();
+    check_rootfs(&image.rootfs);
+    let realm_log = realm_log.lock().unwrap().clone();
+    assert!(
+        realm_log.iter().any(|(l, _)| l.starts_with("GET /token")),
+        "{realm_log:#?}"
+    );
+    assert!(realm_log.iter().all(|(_, a)| a.is_none()), "{realm_log:#?}");
+    no_password(&log);
+}
+
+#[test]
+fn redirects_away_from_the_registry_carry_no_authorization() {
+    if !prerequisites(TOOLS) {
+        return;
+    }
+    let img = build_image();
+    let reg = start_registry();
+    push(&img.layout, &format!("{}/cairn/hello:v1", reg.host()));
+
+    // Blobs redirected to "storage" on another host: fetched there without
+    // the registry's token.
+    let (storage_port, storage_log) = start_proxy_on("127.0.0.2", reg.port, ProxyMode::Plain);
+    let (port, log) = start_proxy(reg.port, ProxyMode::BearerRedirectBlobs(storage_port));
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let image = store
+        .pull(
+            &format!("127.0.0.1:{port}/cairn/hello:v1"),
+            &alice(),
+            &accept_all(),
+        )
+        .unwrap();
+    check_rootfs(&image.rootfs);
+    let storage_log = storage_log.lock().unwrap().clone();
+    assert!(
+        storage_log
+            .iter()
+            .any(|(l, _)| l.contains("/blobs/sha256:")),
+        "{storage_log:#?}"
+    );
+    assert!(
+        storage_log.iter().all(|(_, a)| a.is_none()),
+        "the token followed the redirect: {storage_log:#?}"
+    );
+    // The registry itself got the token for the blob requests it redirected.
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|(l, a)| l.contains("/blobs/sha256:")
+            && a.as_deref() == Some(&format!("Bearer {TOKEN}"))),
+        "{log:#?}"
+    );
+
+    // Storage that answers 401 with its own challenge: not answered, no
+    // token is asked for on its say-so.
+    let (storage_port, storage_log) = start_proxy_on("127.0.0.2", reg.port, ProxyMode::Bearer);
+    let (port, _log) = start_proxy(reg.port, ProxyMode::BearerRedirectBlobs(storage_port));
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let e = store
+        .pull(
+            &format!("127.0.0.1:{port}/cairn/hello:v1"),
+            &alice(),
+            &accept_all(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::Auth { .. }), "{e}");
+    assert!(e.to_string().contains("redirect away"), "{e}");
+    let storage_log = storage_log.lock().unwrap().clone();
+    assert!(
+        storage_log
+            .iter()
+            .all(|(l, a)| a.is_none() && !l.starts_with("GET /token")),
+        "{storage_log:#?}"
+    );
+    assert_store_empty(&store);
 }
 
 #[test]

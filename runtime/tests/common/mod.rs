@@ -87,6 +87,11 @@ pub fn umoci(args: &[&str]) {
 /// `<dir>/layout`, an OCI layout made by umoci whose tag `1` is a busybox
 /// rootfs; callers set its config with `umoci config`.
 pub fn busybox_layout(dir: &Path) -> PathBuf {
+    busybox_layout_with(dir, |_| {})
+}
+
+/// [`busybox_layout`], with `extra` adding to the rootfs before it is packed.
+pub fn busybox_layout_with(dir: &Path, extra: impl FnOnce(&Path)) -> PathBuf {
     let layout = dir.join("layout");
     let image = format!("{}:1", layout.display());
     umoci(&["init", "--layout", layout.to_str().unwrap()]);
@@ -94,6 +99,7 @@ pub fn busybox_layout(dir: &Path) -> PathBuf {
     let unpacked = dir.join("unpacked");
     umoci(&["unpack", "--image", &image, unpacked.to_str().unwrap()]);
     busybox_rootfs(&unpacked.join("rootfs"));
+    extra(&unpacked.join("rootfs"));
     umoci(&["repack", "--image", &image, unpacked.to_str().unwrap()]);
     layout
 }

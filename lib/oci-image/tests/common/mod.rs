@@ -64,6 +64,11 @@ pub struct TestImage {
 }
 
 pub fn build_image() -> TestImage {
+    build_image_with(|_| {})
+}
+
+/// [`build_image`], with `extra` adding to the rootfs before it is packed.
+pub fn build_image_with(extra: impl FnOnce(&Path)) -> TestImage {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
     let bundle = dir.path().join("bundle");
@@ -83,6 +88,7 @@ pub fn build_image() -> TestImage {
     fs::copy(BUSYBOX, rootfs.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
     fs::write(rootfs.join("etc/hello"), "hello from cairn\n").unwrap();
+    extra(&rootfs);
     run(Command::new("umoci")
         .args(["repack", "--image", &img])
         .arg(&bundle));
@@ -244,6 +250,16 @@ pub fn registry_digest(reference: &str) -> String {
 pub enum ProxyMode {
     /// Demands a bearer token from its own token endpoint (/token).
     Bearer,
+    /// Demands a bearer token from the token endpoint of another loopback
+    /// host, `http://127.0.0.2:<port>/token` (a proxy in `Bearer` mode there).
+    BearerRealmAt(u16),
+    /// `Bearer`, and blob GETs are answered with a 307 to the same path on
+    /// `http://127.0.0.2:<port>` (as registries send blobs to storage).
+    BearerRedirectBlobs(u16),
+    /// Demands Basic auth (any username and password).
+    Basic,
+    /// Forwards everything as it is.
+    Plain,
     /// Appends bytes to every blob body (and to Content-Length).
     AppendToBlobs,
     /// Flips one byte of every blob body.
@@ -258,7 +274,13 @@ pub type ProxyLog = Arc<Mutex<Vec<(String, Option<String>)>>>;
 /// A loopback HTTP proxy in front of the registry at `upstream`, one request per
 /// connection. It stops by itself after 500 connections.
 pub fn start_proxy(upstream: u16, mode: ProxyMode) -> (u16, ProxyLog) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    start_proxy_on("127.0.0.1", upstream, mode)
+}
+
+/// [`start_proxy`] on another loopback address (127.0.0.2 is another host
+/// to a client that compares hosts).
+pub fn start_proxy_on(host: &str, upstream: u16, mode: ProxyMode) -> (u16, ProxyLog) {
+    let listener = TcpListener::bind((host, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let log: ProxyLog = Arc::default();
     let log2 = log.clone();
@@ -267,7 +289,7 @@ pub fn start_proxy(upstream: u16, mode: ProxyMode) -> (u16, ProxyLog) {
             let Ok(conn) = conn else { continue };
             let log = log2.clone();
             std::thread::spawn(move || {
-                let _ = handle(conn, upstream, port, mode, &log);
+                let _ = handle(conn, upstream, mode, &log);
             });
         }
     });
@@ -300,7 +322,6 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 fn handle(
     mut client: TcpStream,
     upstream: u16,
-    port: u16,
     mode: ProxyMode,
     log: &ProxyLog,
 ) -> std::io::Result<()> {
@@ -324,7 +345,21 @@ fn handle(
         body.extend_from_slice(&b[..n]);
     }
     let path = request_line.split(' ').nth(1).unwrap_or("/").to_string();
-    if mode == ProxyMode::Bearer {
+    let is_blob_get = request_line.starts_with("GET") && path.contains("/blobs/sha256:");
+    let realm = match mode {
+        ProxyMode::Bearer | ProxyMode::BearerRedirectBlobs(_) => {
+            Some(format!("http://{}/token", client.local_addr()?))
+        }
+        ProxyMode::BearerRealmAt(p) => Some(format!("http://127.0.0.2:{p}/token")),
+        _ => None,
+    };
+    if mode == ProxyMode::Basic && auth.is_none() {
+        return write!(
+            client,
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cairn-test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+    if let Some(realm) = realm {
         if path.starts_with("/token") {
             let body = format!("{{\"token\":\"{TOKEN}\"}}");
             return write!(
@@ -347,10 +382,18 @@ fn handle(
             let body = "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}";
             return write!(
                 client,
-                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"cairn-test\",scope=\"repository:{repo}:{actions}\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"cairn-test\",scope=\"repository:{repo}:{actions}\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
+    }
+    if let ProxyMode::BearerRedirectBlobs(p) = mode
+        && is_blob_get
+    {
+        return write!(
+            client,
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.2:{p}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
     }
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     let mut out = String::new();
@@ -367,9 +410,8 @@ fn handle(
     up.write_all(&body)?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
-    let is_blob_get = request_line.starts_with("GET") && path.contains("/blobs/sha256:");
     if is_blob_get
-        && mode != ProxyMode::Bearer
+        && matches!(mode, ProxyMode::AppendToBlobs | ProxyMode::FlipBlobByte)
         && let Some(i) = resp.windows(4).position(|w| w == b"\r\n\r\n")
     {
         let rhead = String::from_utf8_lossy(&resp[..i]).into_owned();
