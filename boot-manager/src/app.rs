@@ -13,7 +13,10 @@ use boot_sig::{KEY_SLOT_LEN, MAX_KEYS, VerifyError};
 use core::fmt::{self, Write};
 use core::time::Duration;
 use disk_layout::{Arch, Slot, boot_files};
-use gpt_slots::{Attrs, BlockDevice, Gpt, GptError, SlotState, choose, mark_failed, why_not};
+use gpt_slots::{
+    Attrs, BlockDevice, Gpt, GptError, Refused, SlotState, after_refusal, choose, mark_failed,
+    why_not,
+};
 use uefi::boot::{
     self, LoadImageSource, OpenProtocolAttributes, OpenProtocolParams, ScopedProtocol, SearchType,
 };
@@ -108,6 +111,26 @@ enum Refusal {
     Load(Status),
     Start(Status),
     TryNotRecorded(GptError<uefi::Error>),
+}
+
+impl Refusal {
+    /// Only what proves the slot bad may cost it more than one try: the files
+    /// are signed, so a missing, oversized or mis-signed file stays so; an
+    /// ESP read error or a firmware out of resources may not happen again.
+    fn kind(&self) -> Refused {
+        match self {
+            Refusal::Missing(_)
+            | Refusal::TooLarge(_)
+            | Refusal::Signature(_)
+            | Refusal::Cmdline(_) => Refused::Proven,
+            Refusal::Read(..)
+            | Refusal::Initrd(_)
+            | Refusal::DevicePath
+            | Refusal::Load(_)
+            | Refusal::Start(_)
+            | Refusal::TryNotRecorded(_) => Refused::Transient,
+        }
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -437,32 +460,52 @@ fn reread(gpt: &mut Gpt, disk: &mut Disk) {
     }
 }
 
-/// Marks the slot failed on disk (priority 0, tries 0) and for this boot.
-fn refuse(
-    gpt: &mut Gpt,
-    disk: &mut Disk,
-    refused: &mut Vec<u32>,
-    s: SlotState,
-    slot: Slot,
-    why: &Refusal,
-) {
-    say!("slot {} refused: {why}", slot.letter());
-    refused.push(s.number);
-    let failed = mark_failed(s.attrs);
-    if gpt.set_slot_attrs(s.number, failed).is_err() {
-        return;
-    }
-    match gpt.commit(disk) {
-        Ok(()) => say!(
-            "slot {} marked failed ({} -> {failed})",
-            slot.letter(),
-            s.attrs
-        ),
-        Err(e) => {
-            say!("slot {} could not be marked failed: {e}", slot.letter());
-            reread(gpt, disk);
+/// What this boot learned and has not written yet: the slots refused so far
+/// (out of the choice for the rest of this boot) and the attributes to record
+/// for them, committed together with the chosen slot's try, so that a normal
+/// boot writes the table once.
+#[derive(Default)]
+struct Refusals {
+    numbers: Vec<u32>,
+    pending: Vec<(u32, Attrs)>,
+}
+
+impl Refusals {
+    fn add(&mut self, states: &[SlotState], s: SlotState, slot: Slot, why: &Refusal) {
+        let record = after_refusal(states, &self.numbers, s.number, why.kind());
+        self.numbers.push(s.number);
+        match (why.kind(), record) {
+            (_, Some(a)) => {
+                say!(
+                    "slot {} refused: {why}; recording {} -> {a}",
+                    slot.letter(),
+                    s.attrs
+                );
+                self.pending.push((s.number, a));
+            }
+            (Refused::Proven, None) => say!(
+                "slot {} refused: {why}; not marked failed (no other slot could boot)",
+                slot.letter()
+            ),
+            (Refused::Transient, None) => say!(
+                "slot {} refused: {why}; may work next boot, not marked",
+                slot.letter()
+            ),
         }
     }
+}
+
+/// One crash-safe commit of every change this boot decided.
+fn commit(
+    gpt: &mut Gpt,
+    disk: &mut Disk,
+    writes: &[(u32, Attrs)],
+) -> Result<(), GptError<uefi::Error>> {
+    for &(n, a) in writes {
+        // Every number came from this table: there is no missing entry to report.
+        let _ = gpt.set_slot_attrs(n, a);
+    }
+    gpt.commit(disk).inspect_err(|_| reread(gpt, disk))
 }
 
 fn run() -> Halt {
@@ -508,10 +551,10 @@ fn run() -> Halt {
     }
     let keys = &keys[..nkeys];
 
-    let mut refused: Vec<u32> = Vec::new();
+    let mut refusals = Refusals::default();
     let mut first = true;
     loop {
-        let slots = usr_slots(&gpt, &refused);
+        let slots = usr_slots(&gpt, &refusals.numbers);
         if first {
             for (s, slot) in &slots {
                 if let Some(why) = why_not(s.attrs) {
@@ -528,45 +571,13 @@ fn run() -> Halt {
             return Halt::NoSlot;
         };
         say!("slot {} chosen: {choice}", slot.letter());
-
-        if choice.needs_write() {
-            let committed = gpt.set_slot_attrs(choice.number, choice.after).is_ok() && {
-                match gpt.commit(&mut disk) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        reread(&mut gpt, &mut disk);
-                        if !choice.before.successful {
-                            refuse(
-                                &mut gpt,
-                                &mut disk,
-                                &mut refused,
-                                state,
-                                slot,
-                                &Refusal::TryNotRecorded(e),
-                            );
-                            continue;
-                        }
-                        say!(
-                            "slot {} try not recorded ({e}); it is known good, starting anyway",
-                            slot.letter()
-                        );
-                        false
-                    }
-                }
-            };
-            if committed {
-                say!(
-                    "slot {} tries {} -> {} written",
-                    slot.letter(),
-                    choice.before.tries,
-                    choice.after.tries
-                );
-            }
-        }
-
         let Some(partuuid) = gpt.entry(choice.number).map(|e| e.unique_guid) else {
             return Halt::NoSlot;
         };
+
+        // Verified before anything is written: a slot whose files fail is
+        // refused without spending a try first, and the fallback from an
+        // exhausted slot only happens to a slot that can start.
         let files = {
             let mut fs = match get::<SimpleFileSystem>(esp_handle) {
                 Ok(fs) => fs,
@@ -578,26 +589,50 @@ fn run() -> Halt {
             };
             load_verified(&mut root, slot, keys)
         };
-        let why = match files {
-            Ok(files) => {
-                say!("slot {} boot files verified", slot.letter());
-                start(&esp_dp, slot, partuuid, files)
+        let files = match files {
+            Ok(files) => files,
+            Err(why) => {
+                refusals.add(&states, state, slot, &why);
+                continue;
             }
-            Err(why) => why,
         };
-        let now = gpt
-            .entry(choice.number)
-            .map_or(choice.after, |e| Attrs::from_bits(e.attributes));
-        refuse(
-            &mut gpt,
-            &mut disk,
-            &mut refused,
-            SlotState {
-                number: choice.number,
-                attrs: now,
-            },
-            slot,
-            &why,
-        );
+        say!("slot {} boot files verified", slot.letter());
+
+        let writes: Vec<(u32, Attrs)> = refusals
+            .pending
+            .iter()
+            .copied()
+            .chain(choice.writes())
+            .collect();
+        if !writes.is_empty() {
+            match commit(&mut gpt, &mut disk, &writes) {
+                Ok(()) => {
+                    refusals.pending.clear();
+                    say!(
+                        "slot {} tries {} -> {} written",
+                        slot.letter(),
+                        choice.before.tries,
+                        choice.after.tries
+                    );
+                    if let Some((s, a)) = choice.given_up {
+                        say!("entry {} given up ({} -> {a})", s.number, s.attrs);
+                    }
+                }
+                Err(e) if !choice.before.successful => {
+                    refusals.add(&states, state, slot, &Refusal::TryNotRecorded(e));
+                    continue;
+                }
+                Err(e) => say!(
+                    "slot {} try not recorded ({e}); it is known good, starting anyway",
+                    slot.letter()
+                ),
+            }
+        }
+
+        let why = start(&esp_dp, slot, partuuid, files);
+        // The try is already counted: the firmware failing to start a
+        // verified kernel costs nothing more.
+        refusals.numbers.push(choice.number);
+        say!("slot {} not started: {why}", slot.letter());
     }
 }

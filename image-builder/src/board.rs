@@ -190,6 +190,14 @@ pub struct BoardSection {
     pub description: String,
     /// The serial console device (`ttyS0`, `ttyAMA0`).
     pub console: String,
+    /// K: boots in a row a committed slot may die before its health gate
+    /// before the boot manager falls back to the other slot (1-15).
+    #[serde(default = "default_boot_tries")]
+    pub boot_tries: u8,
+}
+
+fn default_boot_tries() -> u8 {
+    gpt_slots::DEFAULT_COMMITTED_TRIES
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -264,6 +272,7 @@ struct PartialBoard {
     firmware: Option<String>,
     description: Option<String>,
     console: Option<String>,
+    boot_tries: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -500,6 +509,13 @@ impl Board {
             return Err(format!(
                 "board.firmware = {:?}: only \"uefi\" is supported",
                 self.board.firmware
+            ));
+        }
+        if !(1..=gpt_slots::FIELD_MAX).contains(&self.board.boot_tries) {
+            return Err(format!(
+                "board.boot_tries = {}: use 1 to {}",
+                self.board.boot_tries,
+                gpt_slots::FIELD_MAX
             ));
         }
         if !is_word(&self.board.console) {

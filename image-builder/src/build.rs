@@ -164,6 +164,7 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
             units_dir: &source_root().join("systemd-units"),
             binaries: &usr_binaries,
             update_root: opts.update_root.as_deref(),
+            boot_tries: board.board.boot_tries,
         },
     )?;
     step.done(&format!(
@@ -221,7 +222,7 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
     }
     step.done(&format!("root hash {}", verity.root_hash_hex()));
 
-    let plan = disk::plan(&board.disk, arch, &seed);
+    let plan = disk::plan(&board.disk, arch, &seed, board.board.boot_tries);
     let usr_a = plan.get(Part::UsrA);
     let cmdline = kernel_cmdline(&board, &verity);
     let sig = boot_sig::sign_line(key.seed(), &staged.kernel, &initrd, cmdline.as_bytes());

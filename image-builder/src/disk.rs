@@ -49,13 +49,14 @@ impl DiskPlan {
     }
 }
 
-/// The design's fresh-image state: A is the good, booted slot; B is empty and
-/// never bootable until the updater has written and verified it.
-pub fn initial_attrs(part: Part) -> u64 {
+/// The design's fresh-image state: A is the good, booted slot, armed with
+/// the board's `boot_tries` (every boot is counted; cairn-mark-good re-arms);
+/// B is empty and never bootable until the updater has written and verified it.
+pub fn initial_attrs(part: Part, boot_tries: u8) -> u64 {
     match part {
         Part::UsrA => Attrs {
             priority: 1,
-            tries: 0,
+            tries: boot_tries,
             successful: true,
         }
         .to_bits(GPT_ATTR_READ_ONLY),
@@ -69,7 +70,7 @@ pub fn initial_attrs(part: Part) -> u64 {
     }
 }
 
-pub fn plan(disk: &board::Disk, arch: Arch, seed: &Seed) -> DiskPlan {
+pub fn plan(disk: &board::Disk, arch: Arch, seed: &Seed, boot_tries: u8) -> DiskPlan {
     let sector = u64::from(disk.sector_size);
     let sizes = |p: Part| match p {
         Part::Esp => disk.esp_mib,
@@ -88,7 +89,7 @@ pub fn plan(disk: &board::Disk, arch: Arch, seed: &Seed) -> DiskPlan {
                 last_lba: (offset + bytes) / sector - 1,
                 type_guid: part.type_guid(arch),
                 unique_guid: seed.guid(&format!("partition {}", part.label())),
-                attributes: initial_attrs(part),
+                attributes: initial_attrs(part, boot_tries),
             };
             offset += bytes;
             p
@@ -203,7 +204,7 @@ mod tests {
     #[test]
     fn layout_follows_the_design() {
         for sector in [512u32, 4096] {
-            let p = plan(&disk(sector), Arch::X86_64, &Seed([0; 32]));
+            let p = plan(&disk(sector), Arch::X86_64, &Seed([0; 32]), 3);
             let s = u64::from(sector);
             let expect = [
                 (Part::Esp, 1, 256),
@@ -225,19 +226,19 @@ mod tests {
 
     #[test]
     fn fresh_image_slot_attributes() {
-        let a = Attrs::from_bits(initial_attrs(Part::UsrA));
-        let b = Attrs::from_bits(initial_attrs(Part::UsrB));
-        assert_eq!((a.priority, a.tries, a.successful), (1, 0, true));
+        let a = Attrs::from_bits(initial_attrs(Part::UsrA, 3));
+        let b = Attrs::from_bits(initial_attrs(Part::UsrB, 3));
+        assert_eq!((a.priority, a.tries, a.successful), (1, 3, true));
         assert_eq!((b.priority, b.tries, b.successful), (0, 0, false));
-        assert_ne!(initial_attrs(Part::UsrA) & GPT_ATTR_READ_ONLY, 0);
-        assert_eq!(initial_attrs(Part::UsrA) & GPT_ATTR_NO_AUTO, 0);
-        assert_ne!(initial_attrs(Part::UsrB) & GPT_ATTR_NO_AUTO, 0);
-        assert_eq!(initial_attrs(Part::Root), 0);
+        assert_ne!(initial_attrs(Part::UsrA, 3) & GPT_ATTR_READ_ONLY, 0);
+        assert_eq!(initial_attrs(Part::UsrA, 3) & GPT_ATTR_NO_AUTO, 0);
+        assert_ne!(initial_attrs(Part::UsrB, 3) & GPT_ATTR_NO_AUTO, 0);
+        assert_eq!(initial_attrs(Part::Root, 3), 0);
     }
 
     #[test]
     fn guids_differ_per_partition_and_arch_types_are_right() {
-        let p = plan(&disk(512), Arch::Arm64, &Seed([3; 32]));
+        let p = plan(&disk(512), Arch::Arm64, &Seed([3; 32]), 3);
         let mut ids: Vec<_> = p.parts.iter().map(|x| x.unique_guid).collect();
         ids.push(p.disk_guid);
         ids.sort();
@@ -252,7 +253,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut d = disk(512);
         d.oem_mib = 16;
-        let p = plan(&d, Arch::X86_64, &Seed([0; 32]));
+        let p = plan(&d, Arch::X86_64, &Seed([0; 32]), 3);
         let big = dir.path().join("big");
         File::create(&big).unwrap().set_len(17 * MIB).unwrap();
         let err = write(&p, &[(Part::Oem, &big)], &dir.path().join("disk"))

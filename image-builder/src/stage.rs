@@ -31,6 +31,8 @@ pub struct CairnFiles<'a> {
     pub binaries: &'a [(PathBuf, &'a str)],
     /// The update repository root that hosts trust.
     pub update_root: Option<&'a Path>,
+    /// The board's K (see `disk_layout::board_files::BOOT_TRIES`).
+    pub boot_tries: u8,
 }
 
 pub fn extract(tar: &Path, dir: &Path) -> Result<()> {
@@ -210,6 +212,10 @@ fn install_cairn_files(root: &Path, files: &CairnFiles) -> Result<()> {
     }
     std::fs::write(dir.join("keys.json"), &files.keys_json)?;
     std::fs::write(dir.join("packages.lock"), files.lockfile.join("\n") + "\n")?;
+    std::fs::write(
+        root.join(disk_layout::board_files::BOOT_TRIES),
+        format!("{}\n", files.boot_tries),
+    )?;
     if let Some(root_json) = files.update_root {
         std::fs::copy(root_json, dir.join("update-root.json"))
             .with_context(|| format!("cannot ship {} as the update root", root_json.display()))?;

@@ -8,7 +8,7 @@
 //! (no loop devices or root needed), and copies keep the file sparse, as a
 //! test image is 4+ GiB of mostly nothing.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use disk_layout::{Slot, boot_files};
 use gpt_slots::{Attrs, FileDevice, Gpt};
 use std::fs::{File, OpenOptions};
@@ -343,6 +343,50 @@ impl Fat {
             }
         }
         Ok(())
+    }
+
+    /// The byte offset, in the disk image, of the cluster holding byte
+    /// `at` of file `path`: where a test can make the disk fail a read that
+    /// only that file's contents need. From mtools' cluster list
+    /// (`mshowfat`) and the geometry in the FAT boot sector.
+    pub fn file_byte_offset(&self, path: &str, at: u64) -> Result<u64> {
+        let out = self.mtool("mshowfat", &[std::ffi::OsStr::new(&format!("::/{path}"))])?;
+        let text = String::from_utf8_lossy(&out);
+        // `::/cairn/b/vmlinuz <3-1902> <1910-1950>`: runs of clusters in order.
+        let mut runs = Vec::new();
+        for run in text.split('<').skip(1) {
+            let run = run.split('>').next().unwrap_or("");
+            let (a, b) = run.split_once('-').unwrap_or((run, run));
+            runs.push((a.trim().parse::<u64>()?, b.trim().parse::<u64>()?));
+        }
+        let bs = read_at(&self.image, self.offset, 512)?;
+        let u16le = |i: usize| u64::from(u16::from_le_bytes([bs[i], bs[i + 1]]));
+        let bytes_per_sector = u16le(11);
+        let per_cluster = u64::from(bs[13]);
+        let reserved = u16le(14);
+        let fats = u64::from(bs[16]);
+        let root_entries = u16le(17);
+        let fat_sectors = match u16le(22) {
+            0 => u64::from(u32::from_le_bytes([bs[36], bs[37], bs[38], bs[39]])),
+            n => n,
+        };
+        ensure!(
+            bytes_per_sector >= 512 && per_cluster > 0,
+            "{}: not a FAT boot sector",
+            self.target()
+        );
+        let root_sectors = (root_entries * 32).div_ceil(bytes_per_sector);
+        let data = (reserved + fats * fat_sectors + root_sectors) * bytes_per_sector;
+        let cluster_bytes = per_cluster * bytes_per_sector;
+        let mut skip = at / cluster_bytes;
+        for (first, last) in runs {
+            let n = last - first + 1;
+            if skip < n {
+                return Ok(self.offset + data + (first + skip - 2) * cluster_bytes);
+            }
+            skip -= n;
+        }
+        bail!("{path} has no byte {at} (clusters: {})", text.trim())
     }
 
     /// Whether `path` exists (file or folder).

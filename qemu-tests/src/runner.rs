@@ -159,6 +159,10 @@ pub struct Scenario {
     pub name: &'static str,
     pub arches: &'static [Arch],
     pub run: fn(&mut Ctx) -> Result<()>,
+    /// About how long it runs on x86_64 under TCG, in seconds: the runner
+    /// starts the longest first, so parallel workers finish close together
+    /// (a long scenario started last would run alone at the end).
+    pub seconds: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -254,14 +258,17 @@ pub fn run_scenarios_in<S: AsRef<str>>(
             }
         }
     }
+    let mut order: Vec<usize> = (0..todo.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(todo[i].seconds));
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..parallel.max(1).min(todo.len()) {
             scope.spawn(|| {
                 loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(s) = todo.get(i) else { break };
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(&i) = order.get(n) else { break };
+                    let s = todo[i];
                     let r = run_one(s, arch, ctx_factory);
                     print_result(&r);
                     results
@@ -373,36 +380,43 @@ mod tests {
             name: "a",
             arches: BOTH,
             run: busy,
+            seconds: 1,
         },
         Scenario {
             name: "b",
             arches: BOTH,
             run: busy,
+            seconds: 1,
         },
         Scenario {
             name: "c",
             arches: BOTH,
             run: busy,
+            seconds: 1,
         },
         Scenario {
             name: "d",
             arches: BOTH,
             run: busy,
+            seconds: 1,
         },
         Scenario {
             name: "fails",
             arches: BOTH,
             run: fails,
+            seconds: 1,
         },
         Scenario {
             name: "panics",
             arches: BOTH,
             run: panics,
+            seconds: 1,
         },
         Scenario {
             name: "x86-only",
             arches: &[Arch::X86_64],
             run: busy,
+            seconds: 1,
         },
     ];
 

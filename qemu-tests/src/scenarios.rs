@@ -5,11 +5,14 @@ use disk_layout::Arch;
 
 pub mod app;
 pub mod boot_chain;
+pub mod strand;
 pub mod update;
 
 /// Versions of the two builds the update scenarios use.
 pub const V1: &str = "1.0.0";
 pub const V2: &str = "2.0.0";
+/// v2's payload offered again as a newer release (never booted).
+pub const V3: &str = "3.0.0";
 
 /// Scenarios that need the v2 build and the test repository.
 const UPDATE_SCENARIOS: &[&str] = &[
@@ -20,6 +23,8 @@ const UPDATE_SCENARIOS: &[&str] = &[
     "power-cut",
     "tamper",
     "app",
+    "update-during-trial",
+    "rollback-after-commit",
 ];
 
 const BOTH: &[Arch] = &[Arch::X86_64, Arch::Arm64];
@@ -29,56 +34,85 @@ static SCENARIOS: &[Scenario] = &[
         name: "boot",
         arches: BOTH,
         run: boot_chain::boot,
+        seconds: 75,
     },
     Scenario {
         name: "fallback-bad-kernel",
         arches: BOTH,
         run: boot_chain::fallback_bad_kernel,
+        seconds: 100,
     },
     Scenario {
         name: "bad-signature",
         arches: BOTH,
         run: boot_chain::bad_signature,
+        seconds: 40,
+    },
+    Scenario {
+        name: "esp-read-error",
+        arches: BOTH,
+        run: boot_chain::esp_read_error,
+        seconds: 70,
     },
     Scenario {
         name: "verity-corruption",
         arches: BOTH,
         run: boot_chain::verity_corruption,
+        seconds: 115,
     },
     Scenario {
         name: "update",
         arches: BOTH,
         run: update::update,
+        seconds: 165,
     },
     Scenario {
         name: "rollback-bad-kernel",
         arches: BOTH,
         run: update::rollback_bad_kernel,
+        seconds: 160,
     },
     Scenario {
         name: "rollback-health-check",
         arches: BOTH,
         run: update::rollback_health_check,
+        seconds: 290,
     },
     Scenario {
         name: "rollback-verity",
         arches: BOTH,
         run: update::rollback_verity,
+        seconds: 200,
     },
     Scenario {
         name: "power-cut",
         arches: BOTH,
         run: update::power_cut,
+        seconds: 540,
     },
     Scenario {
         name: "tamper",
         arches: BOTH,
         run: update::tamper,
+        seconds: 75,
     },
     Scenario {
         name: "app",
         arches: BOTH,
         run: app::app,
+        seconds: 220,
+    },
+    Scenario {
+        name: "update-during-trial",
+        arches: BOTH,
+        run: strand::update_during_trial,
+        seconds: 420,
+    },
+    Scenario {
+        name: "rollback-after-commit",
+        arches: BOTH,
+        run: strand::rollback_after_commit,
+        seconds: 330,
     },
 ];
 

@@ -65,6 +65,10 @@ pub struct VmSpec {
     pub on_reboot: OnReboot,
     /// Appended to qemu's command line as is.
     pub extra_args: Vec<String>,
+    /// A blkdebug rules file put between the guest and its disk, to make
+    /// reads of chosen guest sectors fail (`event = "none"` rules apply to
+    /// every request touching their `sector`).
+    pub blkdebug: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -82,6 +86,7 @@ impl VmSpec {
             rng: true,
             on_reboot: OnReboot::PowerCycle,
             extra_args: Vec::new(),
+            blkdebug: None,
         }
     }
 }
@@ -220,10 +225,18 @@ pub(crate) fn qemu_args(
     // Default cache mode (writeback): a guest flush reaches the host file, so
     // SIGKILL behaves like a power cut of a disk with a volatile write cache.
     // cache=unsafe would also drop qcow2 metadata and corrupt the overlay.
-    let drive = format!(
-        "if=none,id=d0,format=qcow2,file={}",
-        opt_escape(&files.overlay)
-    );
+    let drive = match &spec.blkdebug {
+        None => format!(
+            "if=none,id=d0,format=qcow2,file={}",
+            opt_escape(&files.overlay)
+        ),
+        // Above the qcow2 layer, so rule sectors are guest sectors.
+        Some(rules) => format!(
+            "if=none,id=d0,driver=blkdebug,config={},image.driver=qcow2,image.file.driver=file,image.file.filename={}",
+            opt_escape(rules),
+            opt_escape(&files.overlay)
+        ),
+    };
     // A bootindex puts the disk ahead of network boot in OVMF's order; 1, as
     // direct kernel boot (-kernel in extra_args) takes 0.
     push(&[

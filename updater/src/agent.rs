@@ -12,10 +12,11 @@ use release_repo::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::host::os_release_field;
 use crate::http::Http;
 use crate::pipeline::{self, UsrJob};
 use crate::plan::{self, Decision, HostView};
-use crate::state::{self, History, Phase, Progress, StateDir};
+use crate::state::{self, History, Phase, Progress, StateDir, format_utc};
 use crate::target::{SlotAttrs, Target};
 use crate::{Error, Host};
 
@@ -102,9 +103,187 @@ fn sig_of(path: &str) -> String {
     format!("{path}{SIG_SUFFIX}")
 }
 
+/// The booted release's build time: every inode of Cairn's EROFS /usr carries
+/// the build's SOURCE_DATE_EPOCH (`mkfs.erofs -T`), which is also the `created`
+/// of its signed manifest, so the mtime of /usr/lib/os-release is it. Only
+/// when that os-release is Cairn's and names the booted version (not a build
+/// machine's own /usr, or a host described by other files).
+pub fn booted_build_time(
+    os_release: &[u8],
+    mtime: u64,
+    booted: &release_manifest::Version,
+) -> Option<u64> {
+    let text = String::from_utf8_lossy(os_release);
+    let id = os_release_field(&text, "ID")?;
+    let version = os_release_field(&text, "IMAGE_VERSION")?;
+    let same = release_manifest::Version::parse(&version).is_ok_and(|v| v == *booted);
+    (id == "cairn" && same).then_some(mtime)
+}
+
+/// The error text for metadata whose expiry is at or before the effective
+/// time max(clock, floor). Whether the clock or the floor made it expire
+/// decides the advice: a clock set far ahead must not look like an attack the
+/// operator can do nothing about.
+pub fn expired_message(what: &str, expires: u64, clock: u64, floor: u64) -> String {
+    let exp = format_utc(expires);
+    if clock >= expires {
+        format!(
+            "{what} expired at {exp}, and the system clock says {}: if the clock is wrong, fix it (timedatectl status; timedatectl set-ntp true, or timedatectl set-time) and retry; if it is right, the repository serves stale metadata (a freeze attack, or the publisher stopped re-signing it)",
+            format_utc(clock)
+        )
+    } else {
+        format!(
+            "{what} expired at {exp}: the system clock says {}, but this host has already seen signed data from {} (its release's build time or a newer manifest), so the metadata is stale (a freeze attack or a stale mirror) and refused; the clock is behind too: fix it (timedatectl set-ntp true)",
+            format_utc(clock),
+            format_utc(floor)
+        )
+    }
+}
+
 impl Agent {
+    /// The time expiry is judged by: the clock, never below the trusted floor
+    /// ([`Agent::time_floor`]), so a clock set back cannot revive expired
+    /// (frozen) metadata. Also the time of rollout waves and history events.
     pub fn now(&self) -> u64 {
+        self.clock_now().max(self.time_floor())
+    }
+
+    /// The system clock (or the fixed test clock), without the floor.
+    pub fn clock_now(&self) -> u64 {
         self.clock.unwrap_or_else(now_secs)
+    }
+
+    /// max(the booted release's build time, the newest signed time seen),
+    /// neither taken from the clock, so a clock set far ahead never raises it
+    /// and fixing the clock always recovers. Best effort: an unreadable
+    /// trust.json counts 0 here (reading it in `check` reports the error).
+    pub fn time_floor(&self) -> u64 {
+        let seen = self.state.trust().map_or(0, |t| t.signed_time);
+        let os = std::path::Path::new(crate::host::OS_RELEASE);
+        let built = std::fs::read(os).ok().and_then(|bytes| {
+            let mtime = std::fs::metadata(os)
+                .ok()?
+                .modified()
+                .ok()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_secs();
+            booted_build_time(&bytes, mtime, &self.host.booted_version)
+        });
+        seen.max(built.unwrap_or(0))
+    }
+
+    /// Raises the stored signed time to `t` (a verified manifest's `created`).
+    fn note_signed_time(&self, t: u64) -> Result<(), Error> {
+        let mut trust = self.state.trust()?;
+        if t > trust.signed_time {
+            trust.signed_time = t;
+            self.state.set_trust(&trust)?;
+        }
+        Ok(())
+    }
+
+    /// Turns an expiry refusal into one that says whether the clock or the
+    /// floor made it, and what to do.
+    fn explain_expiry(&self, e: Error) -> Error {
+        let (what, expires) = match e {
+            Error::Repo(release_repo::Error::Expired { what, expires, .. }) => (what, expires),
+            Error::Release {
+                what,
+                cause: release_manifest::Error::Expired { expires, .. },
+            } => (format!("release manifest {what}"), expires),
+            e => return e,
+        };
+        Error::Expired {
+            what,
+            expires,
+            clock: self.clock_now(),
+            floor: self.time_floor(),
+        }
+    }
+
+    /// `Err(OnTrial)` while the booted slot is not marked successful: then the
+    /// other slot is the only proven fallback, and nothing may write it.
+    /// `Err(RollbackPending)` while the other slot is committed and set to
+    /// boot next (`cairnctl rollback` before its reboot): writing it would
+    /// undo the rollback.
+    pub fn refuse_if_on_trial(&self) -> Result<(), Error> {
+        let booted = self.host.booted_slot;
+        let attrs = self.target.read_attrs()?;
+        let (b, o) = (attrs.get(booted), attrs.get(booted.other()));
+        if !b.successful {
+            return Err(Error::OnTrial {
+                slot: booted.letter(),
+            });
+        }
+        if o.successful && o.priority > b.priority {
+            return Err(Error::RollbackPending {
+                slot: booted.other().letter(),
+            });
+        }
+        Ok(())
+    }
+
+    /// K, the boots a committed slot may die in a row before the boot
+    /// manager falls back (the board's, shipped in /usr).
+    fn boot_tries(&self) -> u8 {
+        gpt_slots::committed_tries(std::path::Path::new("/"))
+    }
+
+    /// Records a committed slot the boot manager gave up (its boots kept
+    /// dying before the health gate, so it fell back to this one): the
+    /// version it ran is marked failed with the reason, once. Found by the
+    /// slot's state, successful with priority 0, which only the boot
+    /// manager's fallback (or its refusal of a committed slot's files) leaves.
+    fn settle_fallback(&self) -> Result<Option<String>, Error> {
+        let booted = self.host.booted_slot;
+        let left = booted.other();
+        let o = self.target.read_attrs()?.get(left);
+        if !(o.successful && o.priority == 0) {
+            return Ok(None);
+        }
+        let mut history = self.state.history()?;
+        // The last thing the history says of that slot: only a boot of it
+        // that was then left by the fallback is news.
+        let Some(last) = history
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.slot == left.letter())
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        // "installed": it passed its gate (successful) before the agent
+        // got to record the boot.
+        if last.kind != "booted" && last.kind != "installed" {
+            return Ok(None);
+        }
+        let why = format!(
+            "slot {} stopped booting after it was committed: its last boots died before the health checks (or its boot files no longer verify); the boot manager fell back to slot {} with {}",
+            left.letter(),
+            booted.letter(),
+            self.host.booted_version
+        );
+        if let Ok(v) = release_manifest::Version::parse(&last.version) {
+            history.mark_failed(&v, why.clone());
+        }
+        history.push(self.event("fell-back", &last.version, left, why.clone()));
+        self.state.set_history(&history)?;
+        // An update of that slot still marked ready would read as a pending
+        // reboot and hold every later update back.
+        if self
+            .state
+            .progress()?
+            .is_some_and(|p| p.slot == left.letter())
+        {
+            self.state.set_progress(None)?;
+            crate::diagnose::forget(&self.state.dir);
+        }
+        Ok(Some(format!(
+            "{}: {why}; it will not be installed again",
+            last.version
+        )))
     }
 
     fn inactive(&self) -> Slot {
@@ -135,16 +314,53 @@ impl Agent {
                 ));
             }
         };
-        let mut chain = Vec::new();
+        /// Bytes one walk may fetch, documents and signatures together. A root
+        /// with a few keys and its rotation signatures is a few KiB, so 1024
+        /// links stay below 8 MiB; without a total a hostile repository could
+        /// send 1024 links of 4 MiB each (4 GiB) per check.
+        const MAX_ROOT_CHAIN_BYTES: u64 = 16 << 20;
+        // One link at a time: each root is verified against the one before it
+        // before the next is fetched, so a bad link ends the walk at once and at
+        // most one link (4 MiB + signatures) is held in memory. The whole walk
+        // may fetch at most MAX_ROOT_CHAIN_BYTES.
+        let mut current = start.clone();
+        let mut left = MAX_ROOT_CHAIN_BYTES;
+        // Each file may take what is left of the walk's budget; one byte more
+        // than that is the walk exceeding it, not the file its own cap.
+        let fetch = |path: &str, cap: u64, left: &mut u64| -> Result<Option<Vec<u8>>, Error> {
+            let max = cap.min(*left);
+            match self.http.get_optional(path, max) {
+                Ok(Some(b)) => {
+                    *left -= b.len() as u64;
+                    Ok(Some(b))
+                }
+                Ok(None) => Ok(None),
+                Err(crate::http::FetchError::TooLarge { url, .. }) if max < cap => {
+                    Err(crate::http::FetchError::OverBudget {
+                        url,
+                        what: "the root chain walk",
+                        max: MAX_ROOT_CHAIN_BYTES,
+                    }
+                    .into())
+                }
+                Err(e) => Err(e.into()),
+            }
+        };
         for v in start.version + 1..start.version + 1 + MAX_ROOT_CHAIN {
             let path = root_path(v);
-            let Some(doc) = self.http.get_optional(&path, MAX_METADATA)? else {
+            let Some(doc) = fetch(&path, MAX_METADATA, &mut left)? else {
                 break;
             };
-            let sig = self.http.get(&sig_of(&path), MAX_SIGNATURES, None)?;
-            chain.push((doc, sig));
+            let sig_path = sig_of(&path);
+            let sig = fetch(&sig_path, MAX_SIGNATURES, &mut left)?.ok_or_else(|| {
+                crate::http::FetchError::NotFound {
+                    url: self.http.url(&sig_path),
+                }
+            })?;
+            current = release_repo::verify_root_step(&current, &doc, &sig)?;
         }
-        let root = verify_root_chain(&start, &chain, self.now())?;
+        // No links left to walk: only the expiry of the newest root to check.
+        let root = verify_root_chain(&current, &[], self.now())?;
         if trust.root.as_ref() != Some(&root) {
             trust.root = Some(root.clone());
             self.state.set_trust(&trust)?;
@@ -160,15 +376,37 @@ impl Agent {
     /// [`Agent::check`], ignoring the rollout wave for this call only (the
     /// service shares one agent between D-Bus callers).
     pub fn check_with(&self, ignore_wave: bool) -> Result<CheckOutcome, Error> {
-        let root = self.refresh_root()?;
+        self.check_inner(ignore_wave, None)
+    }
+
+    /// `cairnctl update --version V`: the check, choosing exactly `want` (see
+    /// [`plan::choose_version`]); refused with the reason if it cannot be.
+    pub fn check_version(&self, want: &release_manifest::Version) -> Result<CheckOutcome, Error> {
+        self.check_inner(true, Some(want))
+    }
+
+    fn check_inner(
+        &self,
+        ignore_wave: bool,
+        want: Option<&release_manifest::Version>,
+    ) -> Result<CheckOutcome, Error> {
+        self.keep_legacy_channel_marks()?;
+        let root = self.refresh_root().map_err(|e| self.explain_expiry(e))?;
         let path = channel_path(&self.channel);
         let doc = self.http.get(&path, MAX_METADATA, None)?;
         let sig = self.http.get(&sig_of(&path), MAX_SIGNATURES, None)?;
         let mut trust = self.state.trust()?;
+        // After a rotation the marks recorded under the old keys no longer
+        // bind (fast-forward recovery); persisted with the first mark below.
+        let mut dirty = trust.adopt_signers(&root);
         let highest = trust.channels.get(&self.channel).copied().unwrap_or(0);
-        let channel = verify_channel(&doc, &sig, &self.channel, &root, self.now(), highest)?;
+        let channel = verify_channel(&doc, &sig, &self.channel, &root, self.now(), highest)
+            .map_err(|e| self.explain_expiry(e.into()))?;
         if channel.version > highest {
             trust.channels.insert(self.channel.clone(), channel.version);
+            dirty = true;
+        }
+        if dirty {
             self.state.set_trust(&trust)?;
         }
         let history = self.state.history()?;
@@ -181,13 +419,43 @@ impl Agent {
             now: self.now(),
             ignore_wave,
         };
+        let decision = match want {
+            None => plan::choose(&channel.releases, &view),
+            Some(v) => plan::choose_version(&channel.releases, &view, v).map_err(|why| {
+                Error::VersionRefused {
+                    version: v.to_string(),
+                    why,
+                }
+            })?,
+        };
         Ok(CheckOutcome {
             root_version: root.version,
             channel: self.channel.clone(),
             channel_version: channel.version,
             booted_version: self.host.booted_version.to_string(),
-            decision: plan::choose(&channel.releases, &view),
+            decision,
         })
+    }
+
+    /// A trust.json from before the signers were kept has channel marks but
+    /// not who verified them: they were verified by the root trusted before
+    /// this check's walk. Recorded (durably) before the walk can replace that
+    /// root, so a crash in between cannot make the marks look current.
+    fn keep_legacy_channel_marks(&self) -> Result<(), Error> {
+        let mut trust = self.state.trust()?;
+        if trust.channel_signers.is_some() || trust.channels.is_empty() {
+            return Ok(());
+        }
+        let before = match (&trust.root, &self.shipped_root) {
+            (Some(t), Some(s)) if t.version < s.version => Some(s.clone()),
+            (Some(t), _) => Some(t.clone()),
+            (None, s) => s.clone(),
+        };
+        if let Some(root) = before {
+            trust.channel_signers = Some(state::Signers::of(&root));
+            self.state.set_trust(&trust)?;
+        }
+        Ok(())
     }
 
     /// Fetches the manifest of `entry`: pinned size and hash, build signature,
@@ -199,11 +467,14 @@ impl Agent {
             .http
             .get(&sig_of(&entry.manifest), MAX_SIGNATURES, None)?;
         let m = verify_manifest(&doc, &sig, entry, &self.host.release_keys, 1)?;
-        m.check_expiry(self.now())
-            .map_err(|source| Error::Release {
+        m.check_expiry(self.now()).map_err(|source| {
+            self.explain_expiry(Error::Release {
                 what: entry.manifest.clone(),
                 cause: source,
-            })?;
+            })
+        })?;
+        // Signed by the build keys: a time the host has provably reached.
+        self.note_signed_time(m.created)?;
         Ok(m)
     }
 
@@ -245,6 +516,9 @@ impl Agent {
         entry: &ReleaseEntry,
         report: &mut dyn FnMut(Event),
     ) -> Result<ApplyOutcome, Error> {
+        // Before anything is fetched or written: while this boot is on trial
+        // the other slot is the fallback (issue 11: never strand a host).
+        self.refuse_if_on_trial()?;
         let started = Instant::now();
         let received0 = self.http.received();
         let booted = self.host.booted_slot;
@@ -387,12 +661,17 @@ impl Agent {
             "marking slot {} to boot next",
             slot.letter()
         )));
-        let attrs = self.target.read_attrs()?;
-        let (updated, other) = mark_updated(attrs.get(booted));
-        self.target.set_attrs(&[(slot, updated), (booted, other)])?;
+        // Decided under the disk's lock from the table as it is now:
+        // cairn-mark-good may have re-armed the booted slot since any read.
+        self.target.update_attrs(|now| {
+            let (updated, other) = mark_updated(now.get(booted));
+            Ok(vec![(slot, updated), (booted, other)])
+        })?;
         progress.phase = Phase::Ready;
         self.state.set_progress(Some(&progress))?;
         let mut history = self.state.history()?;
+        // Installed on purpose (`cairnctl update --version`): no longer barred.
+        history.clear_failed(&entry.version);
         history.push(self.event(
             "installed",
             entry.version.as_str(),
@@ -408,8 +687,9 @@ impl Agent {
     /// Startup: settle a pending update against how this boot went. Returns what
     /// was recorded, for the log.
     pub fn reconcile(&self) -> Result<Vec<String>, Error> {
+        let fell_back = self.settle_fallback()?;
         let Some(p) = self.state.progress()? else {
-            return Ok(Vec::new());
+            return Ok(fell_back.into_iter().collect());
         };
         let slot = Slot::from_letter(&p.slot)
             .ok_or_else(|| Error::State(format!("progress.json: bad slot {:?}", p.slot)))?;
@@ -448,7 +728,7 @@ impl Agent {
                 self.target.slot_path(slot),
                 p.version.as_str(),
             );
-            history.failed.insert(p.version.to_string(), why.clone());
+            history.mark_failed(&p.version, why.clone());
             history.push(self.event("rolled-back", p.version.as_str(), slot, why.clone()));
             // Priority 0 too, so the failed slot stays out of the boot choice.
             self.target.set_attrs(&[(slot, mark_failed(attrs))])?;
@@ -492,19 +772,42 @@ impl Agent {
             &read(boot_files::CMDLINE)?,
         )
         .map_err(|e| Error::Rollback(format!("slot {} boot files: {e}", other.letter())))?;
-        let b = attrs.get(booted);
-        let lowered = Attrs {
-            priority: b.priority.min(UPDATE_PRIORITY - 1),
-            ..b
-        };
-        self.target.set_attrs(&[
-            (other, Attrs::new(UPDATE_PRIORITY, 0, true)),
-            (booted, lowered),
-        ])?;
+        // The target is committed, so it is armed with K like any committed
+        // slot (tries 0 would read as exhausted and lose to this one).
+        let tries = self.boot_tries();
+        self.target.update_attrs(|now| {
+            let b = now.get(booted);
+            let lowered = Attrs {
+                priority: b.priority.min(UPDATE_PRIORITY - 1),
+                ..b
+            };
+            Ok(vec![
+                (other, Attrs::new(UPDATE_PRIORITY, tries, true)),
+                (booted, lowered),
+            ])
+        })?;
         // A pending update for that slot no longer applies.
         self.state.set_progress(None)?;
+        // The operator left this version: the next check must not install it
+        // again (until a newer one boots, or `cairnctl update --version`).
+        let left = &self.host.booted_version;
         let mut history = self.state.history()?;
-        history.push(self.event("rollback", "", other, "manual rollback".into()));
+        history.mark_failed(
+            left,
+            format!(
+                "abandoned by manual rollback from slot {}; `cairnctl update --version {left}` installs it again",
+                booted.letter()
+            ),
+        );
+        history.push(self.event(
+            "rollback",
+            left.as_str(),
+            other,
+            format!(
+                "manual rollback from {left} in slot {}; {left} will not be installed again",
+                booted.letter()
+            ),
+        ));
         self.state.set_history(&history)?;
         Ok(format!(
             "slot {} boots next; reboot to roll back",
@@ -533,5 +836,64 @@ impl Agent {
 
     pub fn history(&self) -> Result<History, Error> {
         self.state.history()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use release_manifest::Version;
+
+    #[test]
+    fn build_time_only_from_cairns_own_os_release() {
+        let v = Version::parse("1.2.0").unwrap();
+        // (os-release, counted)
+        let table = [
+            ("ID=cairn\nIMAGE_VERSION=1.2.0\n", true),
+            ("ID=\"cairn\"\nIMAGE_VERSION=1.2\n", true),
+            ("ID=cairn\nIMAGE_VERSION=1.1.0\n", false),
+            ("ID=debian\nIMAGE_VERSION=1.2.0\n", false),
+            ("ID=cairn\n", false),
+            ("", false),
+        ];
+        for (text, counted) in table {
+            assert_eq!(
+                booted_build_time(text.as_bytes(), 42, &v),
+                counted.then_some(42),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn expiry_advice_names_the_clock_or_the_floor() {
+        // (expires, clock, floor, must contain)
+        let table = [
+            // The clock is past the expiry: fix the clock (or stale metadata).
+            (
+                100,
+                3_881_605_445,
+                0,
+                "the system clock says 2092-12-31 23:44:05 UTC",
+            ),
+            (100, 3_881_605_445, 0, "fix it (timedatectl"),
+            // The clock is before the expiry, the floor after it.
+            (
+                1_000,
+                10,
+                2_000,
+                "already seen signed data from 1970-01-01 00:33:20 UTC",
+            ),
+            (1_000, 10, 2_000, "stale"),
+        ];
+        for (expires, clock, floor, text) in table {
+            let m = expired_message("channels/x.json", expires, clock, floor);
+            assert!(
+                m.starts_with("channels/x.json expired at 1970-01-01"),
+                "{m}"
+            );
+            assert!(m.contains(text), "{m}");
+            assert!(!m.contains('\n'));
+        }
     }
 }

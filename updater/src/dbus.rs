@@ -12,7 +12,15 @@
 //!     chosen, writes it, in the background; returns `{"started": true}` at
 //!     once (an update takes minutes, beyond any method-call timeout). What
 //!     happens is told by the signals;
+//!   - `UpdateVersion(s version) → s`: root. As `Update`, for exactly that
+//!     version (`cairnctl update --version`: past the failed list and the wave);
 //!   - `Rollback() → s`: root.
+//!
+//!   `Update`, `UpdateVersion`, `Rollback` and the service's periodic update
+//!   exclude each other for their whole run (one claim, taken before the
+//!   first GPT read and released after the last write): a rollback must not
+//!   flip the slots an update is writing, nor an update overwrite the slot a
+//!   rollback just chose. A call that finds the claim taken is refused.
 //! * Signals:
 //!   - `Progress(s phase, t bytes_done, t bytes_total, t chunk, t chunks)`:
 //!     per chunk while writing (`phase` = "writing"), and on each step;
@@ -30,8 +38,8 @@
 //! The bus address comes from `DBUS_SYSTEM_BUS_ADDRESS` when set (tests run a
 //! private `dbus-daemon`), else the system bus socket.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +47,7 @@ use zbus::fdo;
 
 use crate::Error;
 use crate::agent::{Agent, ApplyOutcome, Event};
+use release_manifest::Version;
 
 pub const NAME: &str = "dev.cairn.Updater1";
 pub const PATH: &str = "/dev/cairn/Updater1";
@@ -60,18 +69,29 @@ pub struct Progress {
 /// What the service shares between the bus, its update worker and its timer.
 pub struct Service {
     pub agent: Agent,
-    updating: AtomicBool,
+    /// What holds the claim on the slots ("an update", "a rollback"), if anything.
+    busy: Mutex<Option<&'static str>>,
     state: Mutex<(String, String)>,
     conn: OnceLock<zbus::blocking::Connection>,
 }
 
-/// Clears the "update running" flag when the worker ends, however it ends.
-struct Busy<'a>(&'a AtomicBool);
+/// The claim on the slots; released when the operation ends, however it ends.
+pub struct Claim<'a>(&'a Mutex<Option<&'static str>>);
 
-impl Drop for Busy<'_> {
+impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
+        // Released even if a holder panicked (a poisoned lock still holds the flag).
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
+}
+
+/// What an update installs.
+#[derive(Debug, Clone)]
+pub enum Want {
+    /// The plan's choice (`ignore_wave`: `cairnctl update --now`).
+    Newest { ignore_wave: bool },
+    /// Exactly this version (`cairnctl update --version`).
+    Exactly(Version),
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -82,7 +102,7 @@ impl Service {
     pub fn new(agent: Agent) -> Arc<Service> {
         Arc::new(Service {
             agent,
-            updating: AtomicBool::new(false),
+            busy: Mutex::new(None),
             state: Mutex::new(("idle".into(), String::new())),
             conn: OnceLock::new(),
         })
@@ -134,29 +154,66 @@ impl Service {
         );
     }
 
+    /// Takes the claim on the slots for `what`; `Err` names what holds it.
+    pub fn claim(&self, what: &'static str) -> Result<Claim<'_>, &'static str> {
+        // A poisoned lock only means a holder panicked; the flag is still right.
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        match *b {
+            Some(holder) => Err(holder),
+            None => {
+                *b = Some(what);
+                Ok(Claim(&self.busy))
+            }
+        }
+    }
+
     /// Check and, if something is chosen, apply, with signals. `on_event` also
     /// sees every event (the service logs and pings the watchdog with it).
-    /// `None`: another update is running.
+    /// `None`: another update or a rollback is running.
     pub fn run_update(
         &self,
         ignore_wave: bool,
         on_event: &mut dyn FnMut(&Event),
     ) -> Option<Result<Option<ApplyOutcome>, Error>> {
-        if self.updating.swap(true, Ordering::SeqCst) {
-            return None;
+        let claim = self.claim("an update").ok()?;
+        Some(self.update_claimed(&claim, &Want::Newest { ignore_wave }, on_event))
+    }
+
+    /// The manual rollback, under the claim. `Err(holder)`: something else runs.
+    pub fn run_rollback(&self) -> Result<Result<String, Error>, &'static str> {
+        let _claim = self.claim("a rollback")?;
+        Ok(self.agent.rollback())
+    }
+
+    /// [`Service::run_update`] for a caller that already holds the claim (the
+    /// D-Bus method takes it before answering, so a refusal is its reply).
+    pub fn update_claimed(
+        &self,
+        _claim: &Claim<'_>,
+        want: &Want,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Option<ApplyOutcome>, Error> {
+        // Said at once and in one line, before any network access: nothing is
+        // written while this boot is on trial.
+        if let Err(e) = self.agent.refuse_if_on_trial() {
+            self.set_state("failed", &e.to_string());
+            return Err(e);
         }
-        let _busy = Busy(&self.updating);
         self.set_state("checking", "");
-        let check = match self.agent.check_with(ignore_wave) {
+        let checked = match want {
+            Want::Newest { ignore_wave } => self.agent.check_with(*ignore_wave),
+            Want::Exactly(v) => self.agent.check_version(v),
+        };
+        let check = match checked {
             Ok(c) => c,
             Err(e) => {
                 self.set_state("failed", &format!("checking for updates: {e}"));
-                return Some(Err(e));
+                return Err(e);
             }
         };
         let Some(entry) = check.decision.chosen.clone() else {
             self.set_state("up-to-date", &to_json(&check));
-            return Some(Ok(None));
+            return Ok(None);
         };
         self.set_state("writing", entry.version.as_str());
         on_event(&Event::Phase(format!("installing {}", entry.version)));
@@ -191,10 +248,86 @@ impl Service {
         });
         match &r {
             Ok(out) => self.set_state("ready", &to_json(out)),
+            Err(e @ (Error::OnTrial { .. } | Error::RollbackPending { .. })) => {
+                self.set_state("failed", &e.to_string())
+            }
             Err(e) => self.set_state("failed", &format!("applying {}: {e}", entry.version)),
         }
-        Some(r.map(Some))
+        r.map(Some)
     }
+}
+
+/// Runs `f` on a thread of its own and awaits its result: the connection has
+/// one executor thread, and a blocking agent call on it would stall every
+/// other call (Status, and the claim's refusal of a concurrent Update).
+async fn off_executor<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> fdo::Result<T> {
+    type Slot<T> = Arc<Mutex<(Option<T>, Option<Waker>)>>;
+    let slot: Slot<T> = Arc::new(Mutex::new((None, None)));
+    let theirs = slot.clone();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let out = f();
+            let mut s = theirs.lock().unwrap_or_else(|p| p.into_inner());
+            s.0 = Some(out);
+            if let Some(w) = s.1.take() {
+                w.wake();
+            }
+        })
+        .map_err(failed)?;
+    Ok(std::future::poll_fn(|cx| {
+        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        match s.0.take() {
+            Some(out) => Poll::Ready(out),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await)
+}
+
+/// The reply to a call that found the claim taken.
+fn busy(holder: &str) -> fdo::Error {
+    fdo::Error::Failed(format!(
+        "{holder} is running: try again after it ends (cairnctl status)"
+    ))
+}
+
+/// Starts an update in the background under the claim taken here, so that the
+/// caller learns at once if something else holds it.
+fn start_update(service: &Arc<Service>, want: Want) -> fdo::Result<String> {
+    let claim = service.claim("an update").map_err(busy)?;
+    // The claim moves to the worker: forget this guard, adopt it there.
+    std::mem::forget(claim);
+    let worker = service.clone();
+    let spawned = std::thread::Builder::new()
+        .name("update".into())
+        .spawn(move || {
+            let claim = Claim(&worker.busy);
+            // Journal lines as the timer's updates write them.
+            match worker.update_claimed(&claim, &want, &mut |e| {
+                if let Event::Phase(p) = e {
+                    eprintln!("<6>{p}");
+                }
+            }) {
+                Ok(Some(out)) => eprintln!(
+                    "<5>{} ready in slot {}: reboot needed",
+                    out.version, out.slot
+                ),
+                Err(e) => eprintln!("<3>update requested over D-Bus: {e}"),
+                Ok(None) => {}
+            }
+        });
+    if let Err(e) = spawned {
+        drop(Claim(&service.busy));
+        return Err(failed(e));
+    }
+    Ok(serde_json::json!({ "started": true }).to_string())
 }
 
 /// The object on the bus.
@@ -255,29 +388,19 @@ impl Api {
         ignore_wave: bool,
     ) -> fdo::Result<String> {
         require_root(conn, &hdr).await?;
-        if self.0.updating.load(Ordering::SeqCst) {
-            return Err(fdo::Error::Failed("an update is already running".into()));
-        }
-        let service = self.0.clone();
-        std::thread::Builder::new()
-            .name("update".into())
-            .spawn(move || {
-                // Journal lines as the timer's updates write them.
-                match service.run_update(ignore_wave, &mut |e| {
-                    if let Event::Phase(p) = e {
-                        eprintln!("<6>{p}");
-                    }
-                }) {
-                    Some(Ok(Some(out))) => eprintln!(
-                        "<5>{} ready in slot {}: reboot needed",
-                        out.version, out.slot
-                    ),
-                    Some(Err(e)) => eprintln!("<3>update requested over D-Bus: {e}"),
-                    _ => {}
-                }
-            })
-            .map_err(failed)?;
-        Ok(serde_json::json!({ "started": true }).to_string())
+        start_update(&self.0, Want::Newest { ignore_wave })
+    }
+
+    async fn update_version(
+        &self,
+        #[zbus(header)] hdr: zbus::message::Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        version: String,
+    ) -> fdo::Result<String> {
+        require_root(conn, &hdr).await?;
+        let v = Version::parse(&version)
+            .map_err(|e| fdo::Error::InvalidArgs(format!("version {version:?}: {e}")))?;
+        start_update(&self.0, Want::Exactly(v))
     }
 
     async fn rollback(
@@ -286,14 +409,10 @@ impl Api {
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> fdo::Result<String> {
         require_root(conn, &hdr).await?;
-        if self.0.updating.load(Ordering::SeqCst) {
-            return Err(fdo::Error::Failed(
-                "an update is running; roll back after it ends".into(),
-            ));
-        }
-        self.0
-            .agent
-            .rollback()
+        let service = self.0.clone();
+        off_executor("rollback", move || service.run_rollback())
+            .await?
+            .map_err(busy)?
             .map(|m| serde_json::json!({ "result": m }).to_string())
             .map_err(failed)
     }
@@ -375,6 +494,27 @@ impl Client {
         ignore_wave: bool,
         watch: &mut dyn FnMut(&Update),
     ) -> zbus::Result<(String, String)> {
+        self.start_and_watch("Update", &(ignore_wave,), watch)
+    }
+
+    /// [`Client::update`] for exactly `version` (`UpdateVersion`).
+    pub fn update_version(
+        &self,
+        version: &str,
+        watch: &mut dyn FnMut(&Update),
+    ) -> zbus::Result<(String, String)> {
+        self.start_and_watch("UpdateVersion", &(version,), watch)
+    }
+
+    fn start_and_watch<B>(
+        &self,
+        method: &str,
+        body: &B,
+        watch: &mut dyn FnMut(&Update),
+    ) -> zbus::Result<(String, String)>
+    where
+        B: Serialize + zbus::zvariant::DynamicType,
+    {
         // Subscribe before starting, so no signal is missed.
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
@@ -383,7 +523,7 @@ impl Client {
             .interface(INTERFACE)?
             .build();
         let signals = zbus::blocking::MessageIterator::for_match_rule(rule, &self.conn, Some(256))?;
-        self.call("Update", &(ignore_wave,))?;
+        self.call(method, body)?;
         for msg in signals {
             let msg = msg?;
             let hdr = msg.header();

@@ -337,10 +337,22 @@ pub struct Faults {
     /// Flip one byte in the middle of every body whose path contains the text
     /// (same size: only the hash can tell).
     pub corrupt: Mutex<Option<String>>,
+    /// Drip-feed every body whose path contains the text: its first `after`
+    /// bytes at full speed, then one byte every `every` (a slow-retrieval
+    /// attack). The server gives up on a connection after 30 s.
+    pub drip: Mutex<Option<Drip>>,
     /// Body bytes sent.
     pub sent: AtomicU64,
     /// Requests served, with their Range header.
     pub log: Mutex<Vec<String>>,
+}
+
+/// See [`Faults::drip`].
+#[derive(Debug, Clone)]
+pub struct Drip {
+    pub needle: String,
+    pub after: u64,
+    pub every: Duration,
 }
 
 /// A static file server on 127.0.0.1 with Range support.
@@ -451,9 +463,31 @@ fn serve(stream: TcpStream, root: &Path, f: &Faults) -> std::io::Result<()> {
         Some(n) => &part[..(n as usize).min(part.len())],
         None => part,
     };
-    for piece in send.chunks(64 << 10) {
+    let drip = match f.drip.lock() {
+        Ok(d) => d.clone().filter(|d| path.contains(d.needle.as_str())),
+        Err(_) => None,
+    };
+    let (fast, slow) = match &drip {
+        Some(d) => send.split_at((d.after as usize).min(send.len())),
+        None => (send, &[][..]),
+    };
+    for piece in fast.chunks(64 << 10) {
         out.write_all(piece)?;
         f.sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+    }
+    if let Some(d) = drip {
+        out.flush()?;
+        let give_up = std::time::Instant::now() + Duration::from_secs(30);
+        for byte in slow.chunks(1) {
+            if std::time::Instant::now() > give_up {
+                break;
+            }
+            std::thread::sleep(d.every);
+            // Fails once the client hung up: that ends this connection.
+            out.write_all(byte)?;
+            out.flush()?;
+            f.sent.fetch_add(1, Ordering::Relaxed);
+        }
     }
     out.flush()?;
     // Dropping the stream closes it; with `cut` the client sees a short body.

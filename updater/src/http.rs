@@ -1,12 +1,26 @@
-//! HTTP fetching with hard size caps, stall timeouts and Range resume.
+//! HTTP fetching with hard size caps, stall timeouts, a minimum transfer rate
+//! and Range resume.
 //!
 //! Nothing here trusts the server: every read is capped at the size the signed
 //! metadata allows plus one byte (so "too long" is detected without reading an
-//! endless stream), and callers verify hashes before using a byte.
+//! endless stream), a body must arrive at [`MinRate`] or better (so a server
+//! sending one byte just before each read timeout cannot hold the update for
+//! ever: TUF's slow-retrieval attack), and callers verify hashes before using a
+//! byte.
+//!
+//! # TLS
+//! With the `tls` feature (on by default) `https://` repositories are verified
+//! against Mozilla's root certificates compiled in (webpki-roots), or, when the
+//! host config names `[update] ca_file`, against the CA certificates of that PEM
+//! bundle *instead*: a host pointed at a private mirror should not also accept
+//! a certificate for it from any public CA. A redirect from `https://` to
+//! `http://` is refused ([`FetchError::InsecureRedirect`]); any other redirect is
+//! followed.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -22,6 +36,35 @@ pub enum FetchError {
         secs: u64,
         attempts: u32,
     },
+    #[error(
+        "{url}: {bytes} bytes in {secs:.1} s ({rate:.1} bytes/s), below the minimum of {min} bytes/s \
+         over {window:.1} s (a slow or drip-feeding server or network); gave up after {attempts} attempts, \
+         the next check resumes"
+    )]
+    TooSlow {
+        url: String,
+        bytes: u64,
+        secs: f64,
+        rate: f64,
+        min: u64,
+        window: f64,
+        attempts: u32,
+    },
+    #[error(
+        "{url}: redirected from https to plain http ({to}); refused: the repository is configured \
+         as https, fix the redirect on the server or CDN"
+    )]
+    InsecureRedirect { url: String, to: String },
+    #[error(
+        "{url}: fetching it would take {what} over its limit of {max} bytes in total (endless data refused)"
+    )]
+    OverBudget {
+        url: String,
+        what: &'static str,
+        max: u64,
+    },
+    #[error("[update] ca_file {}: {problem}", path.display())]
+    CaFile { path: PathBuf, problem: String },
     #[error("{url}: {problem}; gave up after {attempts} attempts")]
     Transport {
         url: String,
@@ -57,36 +100,163 @@ impl Default for HttpOptions {
     }
 }
 
+/// The slowest body transfer accepted: at least `bytes_per_sec` on average over
+/// every `window` of one response (counted from its first body byte on).
+///
+/// The read timeout alone cannot stop a server that sends one byte every 29 s
+/// (each read gets a byte before the 30 s stall timeout): that server would hold
+/// a 4 MiB chunk for four years. With this rate a response fails at the first
+/// read after a `window` in which it sent too little, so within `window` plus
+/// one stall timeout; the transfer is then retried with a Range request like a
+/// broken connection, and a failed update resumes at the next check.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinRate {
+    pub bytes_per_sec: u64,
+    pub window: Duration,
+}
+
+impl Default for MinRate {
+    /// 1 KiB/s over 60 s: far below any link an OS update is possible over
+    /// (a 1 GiB image at 1 KiB/s takes 12 days), so a real slow link (GPRS,
+    /// a congested satellite hop) is never cut, while a drip-feeder fails
+    /// within about 90 s per attempt. The window spans TCP slow start and short
+    /// outages that the stall timeout tolerates anyway.
+    fn default() -> Self {
+        MinRate {
+            bytes_per_sec: 1024,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
 /// A repository base URL and a connection pool.
 pub struct Http {
     agent: ureq::Agent,
     base: String,
     opts: HttpOptions,
+    min_rate: MinRate,
     /// Body bytes received, including bytes later thrown away.
     received: AtomicU64,
+}
+
+/// Why an attempt broke (the last one decides the error reported).
+enum Why {
+    Other,
+    Stalled,
+    TooSlow { bytes: u64, secs: f64 },
 }
 
 enum Attempt {
     Done,
     /// Retry; the message says why.
-    Broken(String, bool),
+    Broken(String, Why),
+}
+
+/// Reads the CA certificates of a PEM bundle (`[update] ca_file`).
+#[cfg(feature = "tls")]
+fn load_ca_file(path: &Path) -> Result<ureq::tls::RootCerts, FetchError> {
+    let bad = |problem: String| FetchError::CaFile {
+        path: path.to_path_buf(),
+        problem,
+    };
+    // A CA bundle is kilobytes; a cap keeps a wrong path (a disk, /dev/zero) harmless.
+    const MAX_CA_FILE: u64 = 4 << 20;
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CA_FILE + 1).read_to_end(&mut pem))
+        .map_err(|e| bad(format!("cannot read it: {e}")))?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(bad(format!("over {MAX_CA_FILE} bytes: not a CA bundle")));
+    }
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            // A private key in a CA bundle is a mistake worth stopping for.
+            Ok(_) => {
+                return Err(bad(
+                    "holds a private key: it must hold only CA certificates".into(),
+                ));
+            }
+            Err(e) => return Err(bad(format!("not valid PEM: {e}"))),
+        }
+    }
+    if certs.is_empty() {
+        return Err(bad(
+            "holds no certificate (expected one or more -----BEGIN CERTIFICATE----- blocks)".into(),
+        ));
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
 }
 
 impl Http {
+    /// A client for `base_url`; `https://` is verified against the public web
+    /// PKI (Mozilla's roots, compiled in).
     pub fn new(base_url: &str, opts: HttpOptions) -> Http {
-        let config = ureq::Agent::config_builder()
+        Self::build(base_url, opts, ureq::Agent::config_builder())
+    }
+
+    /// [`Http::new`], trusting the CA certificates of the PEM bundle `ca_file`
+    /// instead of the public roots when it is given (`[update] ca_file`).
+    pub fn with_ca_file(
+        base_url: &str,
+        opts: HttpOptions,
+        ca_file: Option<&Path>,
+    ) -> Result<Http, FetchError> {
+        let config = ureq::Agent::config_builder();
+        let Some(path) = ca_file else {
+            return Ok(Self::build(base_url, opts, config));
+        };
+        #[cfg(feature = "tls")]
+        {
+            let roots = load_ca_file(path)?;
+            let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
+            Ok(Self::build(base_url, opts, config.tls_config(tls)))
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = config;
+            Err(FetchError::CaFile {
+                path: path.to_path_buf(),
+                problem: "this cairn-updater was built without the `tls` feature".into(),
+            })
+        }
+    }
+
+    fn build(
+        base_url: &str,
+        opts: HttpOptions,
+        config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
+    ) -> Http {
+        let base = base_url.trim_end_matches('/').to_string();
+        let config = config
             .http_status_as_error(false)
+            // ureq then refuses any http:// URL, redirects included, before
+            // connecting: an https repository never degrades to plain http.
+            .https_only(base.starts_with("https://"))
             .timeout_connect(Some(opts.connect_timeout))
+            .timeout_send_request(Some(opts.stall_timeout))
             .timeout_per_read(Some(opts.stall_timeout))
             .timeout_recv_response(Some(opts.stall_timeout))
             .user_agent(concat!("cairn-updated/", env!("CARGO_PKG_VERSION")))
             .build();
         Http {
             agent: config.new_agent(),
-            base: base_url.trim_end_matches('/').to_string(),
+            base,
             opts,
+            min_rate: MinRate::default(),
             received: AtomicU64::new(0),
         }
+    }
+
+    /// Replaces the minimum transfer rate (tests use a short window).
+    pub fn with_min_rate(mut self, min_rate: MinRate) -> Http {
+        self.min_rate = min_rate;
+        self
+    }
+
+    pub fn min_rate(&self) -> MinRate {
+        self.min_rate
     }
 
     pub fn base(&self) -> &str {
@@ -132,33 +302,37 @@ impl Http {
         let url = self.url(path);
         let max = exact.unwrap_or(max);
         buf.clear();
-        let mut last = String::new();
-        let mut stalled = false;
+        let mut last = (String::new(), Why::Other);
         for attempt in 1..=self.opts.attempts.max(1) {
             if attempt > 1 {
                 std::thread::sleep(self.opts.retry_pause);
             }
             match self.attempt(&url, max, exact.is_some(), buf)? {
                 Attempt::Done => return Ok(()),
-                Attempt::Broken(why, timeout) => {
-                    last = why;
-                    stalled = timeout;
-                }
+                Attempt::Broken(problem, why) => last = (problem, why),
             }
         }
         let attempts = self.opts.attempts.max(1);
-        Err(if stalled {
-            FetchError::Stalled {
+        Err(match last {
+            (_, Why::Stalled) => FetchError::Stalled {
                 url,
                 secs: self.opts.stall_timeout.as_secs(),
                 attempts,
-            }
-        } else {
-            FetchError::Transport {
+            },
+            (_, Why::TooSlow { bytes, secs }) => FetchError::TooSlow {
                 url,
-                problem: last,
+                bytes,
+                secs,
+                rate: bytes as f64 / secs.max(f64::MIN_POSITIVE),
+                min: self.min_rate.bytes_per_sec,
+                window: self.min_rate.window.as_secs_f64(),
                 attempts,
-            }
+            },
+            (problem, Why::Other) => FetchError::Transport {
+                url,
+                problem,
+                attempts,
+            },
         })
     }
 
@@ -177,9 +351,25 @@ impl Http {
         }
         let mut resp = match req.call() {
             Ok(r) => r,
+            // Not retried: the server says so on every attempt.
+            Err(ureq::Error::RequireHttpsOnly(to)) => {
+                return Err(FetchError::InsecureRedirect {
+                    url: url.into(),
+                    to,
+                });
+            }
             Err(e) => {
-                let timeout = matches!(e, ureq::Error::Timeout(_));
-                return Ok(Attempt::Broken(e.to_string(), timeout));
+                let why = if matches!(e, ureq::Error::Timeout(_)) {
+                    Why::Stalled
+                } else {
+                    Why::Other
+                };
+                let mut problem = e.to_string();
+                if problem.contains("certificate") {
+                    problem += " (a repository behind a private CA needs [update] ca_file: \
+                                the PEM bundle of that CA)";
+                }
+                return Ok(Attempt::Broken(problem, why));
             }
         };
         let status = resp.status().as_u16();
@@ -205,7 +395,7 @@ impl Http {
             404 => return Err(FetchError::NotFound { url: url.into() }),
             // Transient server trouble: worth another attempt.
             500..=599 | 429 => {
-                return Ok(Attempt::Broken(format!("HTTP status {status}"), false));
+                return Ok(Attempt::Broken(format!("HTTP status {status}"), Why::Other));
             }
             _ => {
                 return Err(FetchError::Status {
@@ -221,6 +411,9 @@ impl Http {
         // Read straight into `buf` (no second copy of every byte). Its length
         // runs ahead of `filled` by up to one step, so each byte is zeroed once.
         let mut filled = buf.len();
+        // The rate is measured over consecutive windows of this response.
+        let mut window_start = Instant::now();
+        let mut window_bytes = 0u64;
         let outcome = loop {
             if filled == buf.len() {
                 let room = (max + 1).saturating_sub(filled as u64).clamp(1, 1 << 20);
@@ -230,6 +423,7 @@ impl Http {
                 Ok(0) => break None,
                 Ok(n) => {
                     filled += n;
+                    window_bytes += n as u64;
                     self.received.fetch_add(n as u64, Ordering::Relaxed);
                     if filled as u64 > max {
                         buf.truncate(filled);
@@ -238,11 +432,32 @@ impl Http {
                             max,
                         });
                     }
+                    let elapsed = window_start.elapsed();
+                    if elapsed >= self.min_rate.window {
+                        let secs = elapsed.as_secs_f64();
+                        if (window_bytes as f64) < self.min_rate.bytes_per_sec as f64 * secs {
+                            let why = Why::TooSlow {
+                                bytes: window_bytes,
+                                secs,
+                            };
+                            break Some(Attempt::Broken(
+                                format!("{window_bytes} bytes in {secs:.1} s"),
+                                why,
+                            ));
+                        }
+                        window_start = Instant::now();
+                        window_bytes = 0;
+                    }
                 }
                 Err(e) => {
-                    let timeout = e.kind() == std::io::ErrorKind::TimedOut
-                        || e.to_string().to_lowercase().contains("timeout");
-                    break Some(Attempt::Broken(e.to_string(), timeout));
+                    let why = if e.kind() == std::io::ErrorKind::TimedOut
+                        || e.to_string().to_lowercase().contains("timeout")
+                    {
+                        Why::Stalled
+                    } else {
+                        Why::Other
+                    };
+                    break Some(Attempt::Broken(e.to_string(), why));
                 }
             }
         };
@@ -254,7 +469,7 @@ impl Http {
             // The server closed early: resume from here on the next attempt.
             return Ok(Attempt::Broken(
                 format!("connection closed after {} of {max} bytes", buf.len()),
-                false,
+                Why::Other,
             ));
         }
         Ok(Attempt::Done)

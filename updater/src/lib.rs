@@ -101,6 +101,31 @@ pub enum Error {
     Interrupted(u64),
     #[error("rollback refused: {0}")]
     Rollback(String),
+    /// The booted slot has not been marked good yet: the other slot is the only
+    /// proven fallback and must not be touched (issue 11, item 1).
+    #[error(
+        "slot {slot} is on trial (not yet marked good by the health checks): the other slot is the fallback and is not written until this boot is committed; wait for cairn-mark-good (see `cairnctl status`), the update installs after that"
+    )]
+    OnTrial { slot: &'static str },
+    /// `cairnctl rollback` set the other slot to boot next and the host has
+    /// not rebooted yet: writing that slot would undo the rollback.
+    #[error(
+        "slot {slot} is set to boot next by a rollback that waits for a reboot: nothing is written over it; reboot to finish the rollback, then update"
+    )]
+    RollbackPending { slot: &'static str },
+    /// Metadata expired by the effective time, with what the operator can do.
+    #[error("{}", agent::expired_message(what, *expires, *clock, *floor))]
+    Expired {
+        what: String,
+        expires: u64,
+        /// The system clock (unix seconds).
+        clock: u64,
+        /// The trusted time floor (unix seconds; 0 if none).
+        floor: u64,
+    },
+    /// `cairnctl update --version V` cannot install V.
+    #[error("version {version}: {why}")]
+    VersionRefused { version: String, why: String },
 }
 
 impl Error {

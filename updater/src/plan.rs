@@ -53,8 +53,8 @@ pub fn choose(releases: &[ReleaseEntry], host: &HostView) -> Decision {
             Some(Skip::OtherBoard)
         } else if r.version <= *host.booted_version {
             Some(Skip::NotNewer)
-        } else if let Some(why) = host.failed.get(r.version.as_str()) {
-            Some(Skip::Failed { why: why.clone() })
+        } else if let Some(why) = crate::state::failed_reason(host.failed, &r.version) {
+            Some(Skip::Failed { why: why.into() })
         } else if !host.ignore_wave && host.now < install_time(r.wave, host.seed) {
             Some(Skip::WaveNotReached {
                 at: install_time(r.wave, host.seed),
@@ -79,6 +79,55 @@ pub fn choose(releases: &[ReleaseEntry], host: &HostView) -> Decision {
         chosen: chosen.cloned(),
         skipped,
     }
+}
+
+/// `cairnctl update --version V`: exactly `want`, if the channel offers it for
+/// this board and arch and it is newer than the booted version. The operator
+/// asked for it by name, so the failed list (a manual rollback, an earlier
+/// failed boot) and the rollout wave do not hold it back. `Err` says why not.
+pub fn choose_version(
+    releases: &[ReleaseEntry],
+    host: &HostView,
+    want: &Version,
+) -> Result<Decision, String> {
+    let ours = |r: &&ReleaseEntry| r.board == host.board && r.arch == host.arch;
+    let Some(entry) = releases.iter().filter(ours).find(|r| r.version == *want) else {
+        let offered: Vec<String> = releases
+            .iter()
+            .filter(ours)
+            .map(|r| r.version.to_string())
+            .collect();
+        return Err(format!(
+            "not offered for {} {} on this channel (offered: {})",
+            host.board,
+            host.arch,
+            if offered.is_empty() {
+                "none".to_string()
+            } else {
+                offered.join(", ")
+            }
+        ));
+    };
+    if entry.version <= *host.booted_version {
+        // Signed older releases stay installable by no one: a downgrade could
+        // bring back a fixed vulnerability. Rolling back is `cairnctl rollback`.
+        return Err(format!(
+            "not newer than the booted {} (downgrades are refused; `cairnctl rollback` boots the other slot)",
+            host.booted_version
+        ));
+    }
+    let mut skipped = Vec::new();
+    if let Some(why) = crate::state::failed_reason(host.failed, &entry.version) {
+        // Reported, then overridden: the install clears it from the list.
+        skipped.push(Skipped {
+            version: entry.version.to_string(),
+            skip: Skip::Failed { why: why.into() },
+        });
+    }
+    Ok(Decision {
+        chosen: Some(entry.clone()),
+        skipped,
+    })
 }
 
 #[cfg(test)]
@@ -164,5 +213,90 @@ mod tests {
             pick(choose(&releases, &view(&v, 0.0, 1000, false, &failed))),
             None
         );
+    }
+
+    #[test]
+    fn failed_list_compares_versions_not_spellings() {
+        let releases = vec![rel("b", "1.2.0", 0, 0), rel("b", "1.3", 0, 0)];
+        let v = Version::parse("1.0.0").unwrap();
+        // (recorded failed key, chosen)
+        let table = [
+            (None, Some("1.3")),
+            (Some("1.3"), Some("1.2.0")),
+            (Some("1.3.0"), Some("1.2.0")),
+            (Some("1.3.0.0"), Some("1.2.0")),
+            (Some("1.3.1"), Some("1.3")),
+            (Some("1.3.0-rc1"), Some("1.3")),
+        ];
+        for (key, want) in table {
+            let mut failed = BTreeMap::new();
+            if let Some(k) = key {
+                failed.insert(k.to_string(), "rolled back".to_string());
+            }
+            let view = HostView {
+                board: "b",
+                arch: "x86_64",
+                booted_version: &v,
+                failed: &failed,
+                seed: 0.0,
+                now: 1000,
+                ignore_wave: false,
+            };
+            let d = choose(&releases, &view);
+            assert_eq!(
+                d.chosen.map(|c| c.version.to_string()).as_deref(),
+                want,
+                "failed {key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_explicit_version_table() {
+        let releases = vec![
+            rel("b", "1.0.0", 0, 0),
+            rel("b", "1.1.0", 0, 0),
+            // Its wave starts far in the future.
+            rel("b", "1.2.0", 10_000, 100),
+            rel("other", "9.0.0", 0, 0),
+        ];
+        let booted = Version::parse("1.0.0").unwrap();
+        let failed = BTreeMap::from([("1.1".to_string(), "abandoned".to_string())]);
+        let view = HostView {
+            board: "b",
+            arch: "x86_64",
+            booted_version: &booted,
+            failed: &failed,
+            seed: 0.9,
+            now: 1000,
+            ignore_wave: false,
+        };
+        // (asked for, chosen or the refusal's text)
+        let table = [
+            ("1.1.0", Ok("1.1.0")),
+            ("1.1", Ok("1.1.0")),
+            ("1.2.0", Ok("1.2.0")),
+            ("1.0.0", Err("not newer than the booted 1.0.0")),
+            ("1.3.0", Err("offered: 1.0.0, 1.1.0, 1.2.0")),
+            ("9.0.0", Err("not offered")),
+        ];
+        for (want, expect) in table {
+            let got = choose_version(&releases, &view, &Version::parse(want).unwrap());
+            match (got, expect) {
+                (Ok(d), Ok(v)) => {
+                    assert_eq!(d.chosen.unwrap().version.as_str(), v, "{want}");
+                    // The failed mark is reported even though it is overridden.
+                    assert_eq!(
+                        d.skipped
+                            .iter()
+                            .any(|s| matches!(s.skip, Skip::Failed { .. })),
+                        want.starts_with("1.1"),
+                        "{want}"
+                    );
+                }
+                (Err(e), Err(text)) => assert!(e.contains(text), "{want}: {e}"),
+                (got, expect) => panic!("{want}: got {got:?}, expected {expect:?}"),
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use disk_layout::Slot;
 use release_repo::Root;
 
 use crate::config::{self, UpdateConfig};
-use crate::http::{Http, HttpOptions};
+use crate::http::HttpOptions;
 use crate::state::{self, StateDir};
 use crate::{Agent, Error, Host, Target, host};
 
@@ -98,7 +98,7 @@ pub fn build(o: &Overrides) -> Result<(Agent, UpdateConfig), Error> {
         host,
         target,
         state: StateDir::new(state_dir),
-        http: Http::new(cfg.url.as_deref().unwrap_or(""), HttpOptions::default()),
+        http: cfg.http(HttpOptions::default())?,
         channel: cfg.channel.clone(),
         shipped_root,
         seed,

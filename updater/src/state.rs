@@ -78,12 +78,122 @@ impl History {
         self.failed
             .retain(|k, _| Version::parse(k).map(|f| f > *v).unwrap_or(true));
     }
+
+    /// Why `v` failed here, if it did. Compared as versions: `1.2` and `1.2.0`
+    /// are the same release, whichever spelling was recorded.
+    pub fn failed_reason(&self, v: &Version) -> Option<&str> {
+        failed_reason(&self.failed, v)
+    }
+
+    /// Records `v` as never to be installed again, replacing any other
+    /// spelling of the same version.
+    pub fn mark_failed(&mut self, v: &Version, why: String) {
+        self.clear_failed(v);
+        self.failed.insert(v.to_string(), why);
+    }
+
+    /// Forgets that `v` failed (every spelling); true if it was listed.
+    pub fn clear_failed(&mut self, v: &Version) -> bool {
+        let before = self.failed.len();
+        self.failed.retain(|k, _| !same_version(k, v));
+        self.failed.len() != before
+    }
+}
+
+/// Whether the recorded key `k` names `v`: by parsed version, or textually for
+/// a key that does not parse (kept from an older or hand-edited file).
+fn same_version(k: &str, v: &Version) -> bool {
+    match Version::parse(k) {
+        Ok(f) => f == *v,
+        Err(_) => k == v.as_str(),
+    }
+}
+
+/// Looks `v` up in a failed list (version text -> why) by parsed version.
+pub fn failed_reason<'a>(failed: &'a BTreeMap<String, String>, v: &Version) -> Option<&'a str> {
+    failed
+        .get(v.as_str())
+        .or_else(|| {
+            failed
+                .iter()
+                .find(|(k, _)| same_version(k, v))
+                .map(|(_, why)| why)
+        })
+        .map(String::as_str)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trust {
     pub root: Option<Root>,
+    /// Highest channel metadata version accepted, per channel.
     pub channels: BTreeMap<String, u64>,
+    /// The root keys and threshold that verified the versions in `channels`.
+    /// When a rotation changes them, the marks are reset (as TUF does for
+    /// timestamp/snapshot): a channel version inflated to 2^64-1 with a stolen
+    /// key must not lock hosts out after that key is rotated away. `None`: a
+    /// file written before this was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_signers: Option<Signers>,
+    /// The newest signed time seen (unix seconds): the `created` of verified
+    /// release manifests. Part of the clock floor; never taken from the clock.
+    #[serde(default)]
+    pub signed_time: u64,
+}
+
+/// Who signs channel metadata: a root's key ids and threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signers {
+    pub threshold: usize,
+    pub keys: std::collections::BTreeSet<String>,
+}
+
+impl Signers {
+    pub fn of(root: &Root) -> Signers {
+        Signers {
+            threshold: root.threshold,
+            keys: root.keys.keys().cloned().collect(),
+        }
+    }
+}
+
+impl Trust {
+    /// Makes the channel marks belong to `root`'s signers: kept when the
+    /// signers are the ones that verified them, reset when a rotation changed
+    /// them. Returns whether anything changed (to be persisted).
+    pub fn adopt_signers(&mut self, root: &Root) -> bool {
+        let now = Signers::of(root);
+        if self.channel_signers.as_ref() == Some(&now) {
+            return false;
+        }
+        if self.channel_signers.is_some() {
+            self.channels.clear();
+        }
+        self.channel_signers = Some(now);
+        true
+    }
+}
+
+/// `2093-01-02 03:04:05 UTC` for unix seconds (proleptic Gregorian; no
+/// time-zone data needed on the host).
+pub fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// The state directory.
@@ -191,6 +301,105 @@ mod tests {
         std::fs::write(&p, "7\n").unwrap();
         let b = wave_seed(&p).unwrap();
         assert!((0.0..1.0).contains(&b));
+    }
+
+    #[test]
+    fn failed_versions_compare_as_versions() {
+        let v = |s: &str| Version::parse(s).unwrap();
+        // (recorded key, looked-up version, found)
+        let table = [
+            ("1.2", "1.2.0", true),
+            ("1.2.0", "1.2", true),
+            ("1.2.0", "1.2.0", true),
+            ("1", "1.0.0", true),
+            ("1.2.0-rc1", "1.2-rc1", true),
+            ("1.2.0", "1.2.1", false),
+            ("1.2.0-rc1", "1.2.0", false),
+            ("1.2.0", "1.20", false),
+            ("not a version", "1.2.0", false),
+        ];
+        for (key, look, found) in table {
+            let mut h = History::default();
+            h.failed.insert(key.into(), "why".into());
+            assert_eq!(
+                h.failed_reason(&v(look)).is_some(),
+                found,
+                "{key:?} recorded, {look:?} looked up"
+            );
+            assert_eq!(h.clone().clear_failed(&v(look)), found, "clear {look:?}");
+        }
+        // Marking a version replaces its other spellings.
+        let mut h = History::default();
+        h.failed.insert("1.2".into(), "old".into());
+        h.mark_failed(&v("1.2.0"), "new".into());
+        assert_eq!(h.failed.len(), 1);
+        assert_eq!(h.failed_reason(&v("1.2")), Some("new"));
+    }
+
+    #[test]
+    fn channel_marks_reset_only_when_the_signers_change() {
+        use release_manifest::KeyPair;
+        let k = |n: u8| KeyPair::from_seed([n; 32]).public();
+        let root =
+            |keys: &[release_manifest::PublicKey], t: usize, v: u64| Root::new(keys, t, v, 0);
+        let marks = || BTreeMap::from([("stable".to_string(), u64::MAX)]);
+        // (signers recorded, new root, marks kept, changed)
+        let table = [
+            (None, root(&[k(1), k(2)], 2, 1), true, true),
+            (
+                Some(root(&[k(1), k(2)], 2, 1)),
+                root(&[k(1), k(2)], 2, 1),
+                true,
+                false,
+            ),
+            // A new root version with the same keys (say, a new expiry): kept.
+            (
+                Some(root(&[k(1), k(2)], 2, 1)),
+                root(&[k(1), k(2)], 2, 2),
+                true,
+                false,
+            ),
+            (
+                Some(root(&[k(1), k(2)], 2, 1)),
+                root(&[k(1), k(3)], 2, 2),
+                false,
+                true,
+            ),
+            (
+                Some(root(&[k(1), k(2)], 2, 1)),
+                root(&[k(1), k(2)], 1, 2),
+                false,
+                true,
+            ),
+            (
+                Some(root(&[k(1), k(2)], 2, 1)),
+                root(&[k(3)], 1, 2),
+                false,
+                true,
+            ),
+        ];
+        for (i, (before, now, kept, changed)) in table.into_iter().enumerate() {
+            let mut t = Trust {
+                channels: marks(),
+                channel_signers: before.as_ref().map(Signers::of),
+                ..Trust::default()
+            };
+            assert_eq!(t.adopt_signers(&now), changed, "row {i}");
+            assert_eq!(t.channels == marks(), kept, "row {i}");
+            assert_eq!(t.channel_signers, Some(Signers::of(&now)), "row {i}");
+        }
+    }
+
+    #[test]
+    fn utc_dates() {
+        for (secs, text) in [
+            (0, "1970-01-01 00:00:00 UTC"),
+            (951_782_400, "2000-02-29 00:00:00 UTC"),
+            (1_800_000_000, "2027-01-15 08:00:00 UTC"),
+            (3_881_605_445, "2092-12-31 23:44:05 UTC"),
+        ] {
+            assert_eq!(format_utc(secs), text);
+        }
     }
 
     #[test]

@@ -67,6 +67,9 @@ impl SlotAttrs {
     }
 }
 
+/// How long a GPT writer waits for another (cairn-mark-good, a second cairnctl).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 fn gpt_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Gpt(format!("{what}: {e}"))
 }
@@ -83,9 +86,15 @@ impl Target {
         self.esp.join(s.esp_dir())
     }
 
+    /// Opens the table; a writable open holds the disk's lock (shared with
+    /// cairn-mark-good and cairn-health) until the device is dropped.
     fn open_gpt(&self, writable: bool) -> Result<(FileDevice, Gpt), Error> {
-        let mut dev = FileDevice::open(&self.disk, writable)
-            .map_err(|e| Error::io(format!("opening {}", self.disk.display()), e))?;
+        let dev = if writable {
+            FileDevice::open_locked(&self.disk, true, LOCK_WAIT)
+        } else {
+            FileDevice::open(&self.disk, false)
+        };
+        let mut dev = dev.map_err(|e| Error::io(format!("opening {}", self.disk.display()), e))?;
         let gpt = Gpt::read(&mut dev).map_err(|e| gpt_err(&self.disk.display().to_string(), e))?;
         Ok((dev, gpt))
     }
@@ -93,6 +102,10 @@ impl Target {
     /// The slot bits of USR-A and USR-B (entries 2 and 3, checked by label).
     pub fn read_attrs(&self) -> Result<SlotAttrs, Error> {
         let (_, gpt) = self.open_gpt(false)?;
+        Self::attrs_of(&gpt)
+    }
+
+    fn attrs_of(gpt: &Gpt) -> Result<SlotAttrs, Error> {
         let get = |s: Slot| -> Result<Attrs, Error> {
             let n = s.part().number();
             let e = gpt
@@ -117,13 +130,30 @@ impl Target {
     /// copy, re-read to confirm). `active` may only keep its state or have its
     /// priority lowered/raised by the caller's explicit choice (`allow_active`).
     pub fn set_attrs(&self, changes: &[(Slot, Attrs)]) -> Result<(), Error> {
+        self.update_attrs(|_| Ok(changes.to_vec())).map(|_| ())
+    }
+
+    /// One read-modify-write of the slot bits under the disk's lock:
+    /// `decide` sees the attributes as they are now (not as read earlier, which
+    /// cairn-mark-good may have changed since) and returns the changes.
+    /// Returns the attributes `decide` saw.
+    pub fn update_attrs(
+        &self,
+        decide: impl FnOnce(&SlotAttrs) -> Result<Vec<(Slot, Attrs)>, Error>,
+    ) -> Result<SlotAttrs, Error> {
         let (mut dev, mut gpt) = self.open_gpt(true)?;
-        for (s, a) in changes {
+        let now = Self::attrs_of(&gpt)?;
+        let changes = decide(&now)?;
+        if changes.is_empty() {
+            return Ok(now);
+        }
+        for (s, a) in &changes {
             gpt.set_slot_attrs(s.part().number(), *a)
                 .map_err(|e| gpt_err("setting attributes", e))?;
         }
         gpt.commit(&mut dev)
-            .map_err(|e| gpt_err(&format!("committing {}", self.disk.display()), e))
+            .map_err(|e| gpt_err(&format!("committing {}", self.disk.display()), e))?;
+        Ok(now)
     }
 
     /// Opens the inactive slot for writing; refuses the booted one (also through

@@ -368,6 +368,15 @@ pub mod initramfs {
     pub const MODULE_LIST: &str = "etc/cairn-modules";
 }
 
+/// Facts about the board the builder ships in /usr, read by host components.
+pub mod board_files {
+    /// K, the boots in a row a committed slot may die before its health gate
+    /// before the boot manager falls back (one decimal number). Written by
+    /// cairn-build from the board's `boot_tries`; cairn-mark-good re-arms a
+    /// committed slot to it, cairnctl rollback arms the slot it rolls back to.
+    pub const BOOT_TRIES: &str = "usr/lib/cairn/boot-tries";
+}
+
 /// Host state on ROOT shared between components.
 pub mod state {
     /// Agent state of cairn-updated (progress, history, trust).

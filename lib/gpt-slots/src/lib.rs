@@ -16,12 +16,13 @@ mod gpt;
 
 pub use attrs::{Attrs, FIELD_MAX, SLOT_BITS_MASK};
 pub use choose::{
-    Choice, NotBootable, Reason, SlotState, UPDATE_PRIORITY, UPDATE_TRIES, boot_attempt, choose,
-    mark_failed, mark_good, mark_unbootable, mark_updated, why_not,
+    Choice, DEFAULT_COMMITTED_TRIES, NotBootable, Reason, Refused, SlotState, UPDATE_PRIORITY,
+    UPDATE_TRIES, after_refusal, arm_fallback, boot_attempt, choose, is_exhausted, mark_failed,
+    mark_good, mark_unbootable, mark_updated, why_not,
 };
 pub use crc32::crc32;
 #[cfg(feature = "std")]
-pub use file::{FileDevice, detect_sector_size};
+pub use file::{FileDevice, committed_tries, detect_sector_size};
 pub use gpt::{
     BlockDevice, CopyStatus, Entry, Gpt, GptError, Invalid, NoSuchEntry, Repaired, TableCopy,
 };

@@ -384,26 +384,7 @@ pub fn verify_root_chain(
 ) -> Result<Root, Error> {
     let mut current = trusted.clone();
     for (doc, sig) in chain {
-        let next = Root::from_json(doc)?;
-        if next.version != current.version + 1 {
-            return Err(Error::RootVersion {
-                expected: current.version + 1,
-                found: next.version,
-            });
-        }
-        verify_signed(doc, sig, &current.public_keys()?, current.threshold).map_err(|source| {
-            Error::RotationNotSignedByOld {
-                version: next.version,
-                source,
-            }
-        })?;
-        verify_signed(doc, sig, &next.public_keys()?, next.threshold).map_err(|source| {
-            Error::RotationNotSignedByNew {
-                version: next.version,
-                source,
-            }
-        })?;
-        current = next;
+        current = verify_root_step(&current, doc, sig)?;
     }
     if now >= current.expires {
         return Err(Error::Expired {
@@ -413,6 +394,34 @@ pub fn verify_root_chain(
         });
     }
     Ok(current)
+}
+
+/// One link of [`verify_root_chain`]: `doc`/`sig` must be root version
+/// `current.version + 1`, signed by `current`'s threshold and by its own. Expiry
+/// is not checked (intermediate roots may have expired). A client fetching the
+/// chain checks each link with this before fetching the next, so a bad link
+/// stops the walk without downloading the rest.
+pub fn verify_root_step(current: &Root, doc: &[u8], sig: &[u8]) -> Result<Root, Error> {
+    let next = Root::from_json(doc)?;
+    if next.version != current.version + 1 {
+        return Err(Error::RootVersion {
+            expected: current.version + 1,
+            found: next.version,
+        });
+    }
+    verify_signed(doc, sig, &current.public_keys()?, current.threshold).map_err(|source| {
+        Error::RotationNotSignedByOld {
+            version: next.version,
+            source,
+        }
+    })?;
+    verify_signed(doc, sig, &next.public_keys()?, next.threshold).map_err(|source| {
+        Error::RotationNotSignedByNew {
+            version: next.version,
+            source,
+        }
+    })?;
+    Ok(next)
 }
 
 /// Checks a channel file: size, signatures by `root`'s threshold, the channel

@@ -31,8 +31,12 @@ pub(crate) const ONE_ATTEMPT: Duration = Duration::from_secs(240);
 pub(crate) const SHELL_CMD: Duration = Duration::from_secs(60);
 /// Slot B's attributes after an update wrote it (state 3 of DESIGN.md).
 const B_UPDATED: Attrs = Attrs::new(2, 3, false);
-/// A fresh image: A is the known-good fallback.
-pub(crate) const A_FRESH: Attrs = Attrs::new(1, 0, true);
+/// K of the test boards (`boot_tries`, the default): every boot of a
+/// committed slot costs a try until cairn-mark-good re-arms it.
+pub(crate) const K: u8 = gpt_slots::DEFAULT_COMMITTED_TRIES;
+/// A fresh image, and A after any boot of it that reached its health gate:
+/// the known-good fallback, armed.
+pub(crate) const A_FRESH: Attrs = Attrs::new(1, K, true);
 
 /// Files this module leaves in the artifacts folder that are big and only
 /// useful to debug a failure.
@@ -144,6 +148,18 @@ fn boot_body(ctx: &mut Ctx) -> Result<()> {
     )?;
     say(ctx, &format!("systemd-analyze:\n{}", analysis.trim_end()));
     let mut problems = Vec::new();
+    // The root daemon that parses network input runs sandboxed (issue 11).
+    let security = vm.run_ok(
+        "systemd-analyze security --no-pager cairn-updated.service | tail -n 1",
+        SHELL_CMD,
+    )?;
+    say(ctx, &format!("cairn-updated: {}", security.trim()));
+    if !(security.contains(" OK") || security.contains(" SAFE")) {
+        problems.push(format!(
+            "cairn-updated.service is not sandboxed enough: {}",
+            security.trim()
+        ));
+    }
     let failed = vm.run_ok("systemctl --failed --no-legend --plain", SHELL_CMD)?;
     if !failed.trim().is_empty() {
         problems.push(format!(
@@ -275,7 +291,7 @@ pub(crate) const CHOSEN: &str = r"cairn-boot: slot [ab] chosen: .* ok [01]\)";
 /// (slot letter, tries before, tries after) from a choice line.
 pub fn parse_chosen(line: &str) -> Result<(String, u8, u8)> {
     let re = regex_lite::Regex::new(
-        r"cairn-boot: slot ([ab]) chosen: .*tries (\d+) ok \d+ -> .*tries (\d+) ok \d+",
+        r"cairn-boot: slot ([ab]) chosen: .*?tries (\d+) ok \d+ -> .*?tries (\d+) ok \d+",
     )?;
     let c = re
         .captures(line)
@@ -363,6 +379,26 @@ fn a_reaches_login(ctx: &Ctx, vm: &mut Vm) -> Result<()> {
     Ok(())
 }
 
+/// At a's login prompt: logs in and waits until cairn-mark-good has re-armed
+/// a (every boot costs a committed slot a try until then).
+pub(crate) fn a_committed(vm: &mut Vm) -> Result<()> {
+    // The prompt already went by: an empty line makes agetty print it again.
+    vm.send_line("")?;
+    vm.login("root", ROOT_PASSWORD, TO_LOGIN)
+        .context("logging in as root on slot a")?;
+    wait_committed(vm)
+}
+
+/// Logged in: waits for cairn-mark-good.service of this boot.
+pub(crate) fn wait_committed(vm: &mut Vm) -> Result<()> {
+    let good = vm.run(
+        "timeout 240 sh -c 'until systemctl is-active -q cairn-mark-good.service; do sleep 2; done'",
+        TO_LOGIN,
+    )?;
+    ensure!(good.0 == 0, "cairn-mark-good did not run on this boot");
+    Ok(())
+}
+
 /// Sets B to what an update leaves (prio 2, tries 3, not yet good) and
 /// checks A is the fresh fallback.
 fn arm_slot_b(disk: &Disk) -> Result<()> {
@@ -426,6 +462,7 @@ fn fallback_bad_kernel_body(ctx: &mut Ctx) -> Result<()> {
         Pattern::from("Kernel panic - not syncing: VFS: Unable to mount root fs"),
     ];
     b_fails_three_times(ctx, &mut vm, &evidence, true)?;
+    a_committed(&mut vm)?;
     expect_final_attrs(ctx, &mut vm, A_FRESH, Attrs::new(2, 0, false))
 }
 
@@ -465,7 +502,6 @@ fn bad_signature_body(ctx: &mut Ctx) -> Result<()> {
         b.text
     );
     let refused = vm.wait_for("cairn-boot: slot b refused: ", ONE_ATTEMPT)?;
-    vm.wait_for("cairn-boot: slot b marked failed", ONE_ATTEMPT)?;
     // The refusal line is complete now that a later line arrived.
     let reason = vm
         .lines_since(start)
@@ -474,8 +510,9 @@ fn bad_signature_body(ctx: &mut Ctx) -> Result<()> {
         .map(|l| l.text)
         .unwrap_or_default();
     ensure!(
-        reason.contains("boot.sig does not match"),
-        "slot b was refused for another reason: {reason:?}"
+        reason.contains("boot.sig does not match")
+            && reason.contains("recording prio 2 tries 3 ok 0 -> prio 0 tries 0 ok 0"),
+        "slot b was refused for another reason, or not marked failed: {reason:?}"
     );
     let a = vm.wait_for(Pattern::regex(CHOSEN)?, ONE_ATTEMPT)?;
     ensure!(
@@ -500,7 +537,72 @@ fn bad_signature_body(ctx: &mut Ctx) -> Result<()> {
         );
     }
     a_reaches_login(ctx, &mut vm)?;
+    a_committed(&mut vm)?;
     expect_final_attrs(ctx, &mut vm, A_FRESH, Attrs::new(0, 0, false))
+}
+
+// ---- esp-read-error --------------------------------------------------------
+
+/// B is a valid copy of A, armed as a fresh update, but the disk fails every
+/// read of one sector of B's kernel on the ESP (qemu's blkdebug). The boot
+/// manager refuses B for this boot, charges it one try only (a read error
+/// proves nothing about the slot), and boots A in the same run.
+pub fn esp_read_error(ctx: &mut Ctx) -> Result<()> {
+    with_cleanup(ctx, esp_read_error_body)
+}
+
+fn esp_read_error_body(ctx: &mut Ctx) -> Result<()> {
+    let disk = private_disk(ctx)?;
+    let files = copy_a_to_b(ctx, &disk)?;
+    arm_slot_b(&disk)?;
+    let esp = disk.fat(Part::Esp.number())?;
+    let path = format!("{}/{}", Slot::B.esp_dir(), disk_layout::boot_files::KERNEL);
+    let at = esp.file_byte_offset(&path, files.kernel.len() as u64 / 2)?;
+    let sector = at / 512;
+    let rules = ctx.artifacts.join("blkdebug.conf");
+    std::fs::write(
+        &rules,
+        format!(
+            "[inject-error]\nevent = \"none\"\nerrno = \"5\"\nsector = \"{sector}\"\nonce = \"off\"\n"
+        ),
+    )?;
+    say(
+        ctx,
+        &format!("reads of guest sector {sector} ({path}) fail with EIO"),
+    );
+
+    let mut spec = spec(ctx, &disk.path)?;
+    spec.blkdebug = Some(rules);
+    let mut vm = ctx.vm(spec)?;
+    let start = vm.mark();
+    let b = vm.wait_for(Pattern::regex(CHOSEN)?, TO_LOGIN)?;
+    ensure!(
+        parse_chosen(&b.text)?.0 == "b",
+        "first choice was {:?}, expected slot b",
+        b.text
+    );
+    let refused = vm.wait_for("cairn-boot: slot b refused: ", ONE_ATTEMPT)?;
+    let a = vm.wait_for(Pattern::regex(CHOSEN)?, ONE_ATTEMPT)?;
+    ensure!(
+        parse_chosen(&a.text)?.0 == "a",
+        "after the read error the boot manager chose {:?}",
+        a.text
+    );
+    let reason = vm
+        .lines_since(start)
+        .into_iter()
+        .find(|l| l.n == refused.n)
+        .map(|l| l.text)
+        .unwrap_or_default();
+    say(ctx, &format!("refusal: {reason}"));
+    ensure!(
+        reason.contains("cannot read")
+            && reason.contains("prio 2 tries 3 ok 0 -> prio 2 tries 2 ok 0"),
+        "slot b was not refused for the read error at the cost of one try: {reason:?}"
+    );
+    a_reaches_login(ctx, &mut vm)?;
+    a_committed(&mut vm)?;
+    expect_final_attrs(ctx, &mut vm, A_FRESH, Attrs::new(2, 2, false))
 }
 
 // ---- verity-corruption -----------------------------------------------------
@@ -539,6 +641,7 @@ fn verity_corruption_body(ctx: &mut Ctx) -> Result<()> {
         Pattern::regex(r"Kernel panic - not syncing|cairn-init: FATAL")?,
     ];
     b_fails_three_times(ctx, &mut vm, &evidence, true)?;
+    a_committed(&mut vm)?;
     expect_final_attrs(ctx, &mut vm, A_FRESH, Attrs::new(2, 0, false))
 }
 
@@ -550,8 +653,10 @@ mod tests {
     fn parses_choice_lines() -> Result<()> {
         let l = "cairn-boot: slot b chosen: highest priority bootable (prio 2 tries 3 ok 0 -> prio 2 tries 2 ok 0)";
         assert_eq!(parse_chosen(l)?, ("b".to_string(), 3, 2));
-        let l = "cairn-boot: slot a chosen: highest priority bootable (prio 1 tries 0 ok 1 -> prio 1 tries 0 ok 1)";
-        assert_eq!(parse_chosen(l)?, ("a".to_string(), 0, 0));
+        let l = "cairn-boot: slot a chosen: highest priority bootable (prio 1 tries 3 ok 1 -> prio 1 tries 2 ok 1)";
+        assert_eq!(parse_chosen(l)?, ("a".to_string(), 3, 2));
+        let l = "cairn-boot: slot a chosen: fallback: the committed slot above it failed its last boots in a row (prio 1 tries 3 ok 1 -> prio 1 tries 2 ok 1); entry 3 given up (prio 2 tries 0 ok 1 -> prio 0 tries 0 ok 1)";
+        assert_eq!(parse_chosen(l)?, ("a".to_string(), 3, 2));
         assert!(parse_chosen("cairn-boot: slot c chosen").is_err());
         Ok(())
     }

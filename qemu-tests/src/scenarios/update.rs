@@ -17,8 +17,8 @@ use crate::prep::{self, BootFiles};
 use crate::runner::{Ctx, UpdateInputs};
 use crate::scenarios::V2;
 use crate::scenarios::boot_chain::{
-    A_FRESH, CHOSEN, CORRUPT_OFFSET, ONE_ATTEMPT, ROOT_PASSWORD, SHELL_CMD, TO_LOGIN,
-    b_fails_three_times, expect_final_attrs, parse_chosen, say, write_host_config,
+    A_FRESH, CHOSEN, CORRUPT_OFFSET, K, ONE_ATTEMPT, ROOT_PASSWORD, SHELL_CMD, TO_LOGIN,
+    b_fails_three_times, expect_final_attrs, parse_chosen, say, wait_committed, write_host_config,
 };
 use crate::vm::{HOST_ADDR_FROM_GUEST, Vm, VmSpec};
 use anyhow::{Context, Result, bail, ensure};
@@ -31,14 +31,14 @@ use std::time::Duration;
 
 /// A whole update in the guest under TCG: download, write, read back and
 /// verify ~90 MB, plus the boot of the old slot before it.
-const TO_UPDATE: Duration = Duration::from_secs(600);
-/// The slot a host ends on after v2 was installed and committed.
-const B_GOOD: Attrs = Attrs::new(2, 0, true);
-/// A after v2 was committed: still good, below B (the fallback).
-const A_FALLBACK: Attrs = Attrs::new(1, 0, true);
+pub(crate) const TO_UPDATE: Duration = Duration::from_secs(600);
+/// The slot a host ends on after v2 was installed and committed (re-armed).
+pub(crate) const B_GOOD: Attrs = Attrs::new(2, K, true);
+/// A after v2 was committed: still good, below B (the fallback, armed).
+const A_FALLBACK: Attrs = Attrs::new(1, K, true);
 /// A slot never written: the image leaves B like this, and the agent sets it
 /// so again before writing.
-const UNBOOTABLE: Attrs = Attrs::new(0, 0, false);
+pub(crate) const UNBOOTABLE: Attrs = Attrs::new(0, 0, false);
 /// Journal line of cairn-updated once the new slot is ready (console copy).
 const READY: &str = "ready in slot b: reboot needed";
 
@@ -105,14 +105,14 @@ pub(crate) fn host_config(
     Ok(p)
 }
 
-fn spec(ctx: &Ctx, config: PathBuf) -> Result<VmSpec> {
+pub(crate) fn spec(ctx: &Ctx, config: PathBuf) -> Result<VmSpec> {
     let mut s = VmSpec::new(ctx.arch, ctx.image_file("disk.raw")?);
     s.fw_cfg_config = Some(config);
     Ok(s)
 }
 
 /// Waits for the boot manager's next choice; returns the slot letter.
-fn next_choice(vm: &mut Vm, timeout: Duration) -> Result<String> {
+pub(crate) fn next_choice(vm: &mut Vm, timeout: Duration) -> Result<String> {
     let line = vm.wait_for(Pattern::regex(CHOSEN)?, timeout)?;
     Ok(parse_chosen(&line.text)?.0)
 }
@@ -120,7 +120,7 @@ fn next_choice(vm: &mut Vm, timeout: Duration) -> Result<String> {
 /// Logs in whether or not the login prompt already went by: waiting for
 /// the agent's lines usually reads past it, and an empty line makes agetty
 /// print it again.
-fn login(vm: &mut Vm) -> Result<()> {
+pub(crate) fn login(vm: &mut Vm) -> Result<()> {
     vm.send_line("")?;
     vm.login("root", ROOT_PASSWORD, TO_LOGIN)
         .context("logging in as root")
@@ -128,7 +128,7 @@ fn login(vm: &mut Vm) -> Result<()> {
 
 /// Requests the server saw for `version`'s manifest or for chunks, from
 /// index `from` of its log on.
-fn release_requests(server: &Server, from: usize, version: &str) -> Vec<String> {
+pub(crate) fn release_requests(server: &Server, from: usize, version: &str) -> Vec<String> {
     let log = server
         .faults
         .log
@@ -141,7 +141,7 @@ fn release_requests(server: &Server, from: usize, version: &str) -> Vec<String> 
         .collect()
 }
 
-fn log_len(server: &Server) -> usize {
+pub(crate) fn log_len(server: &Server) -> usize {
     server.faults.log.lock().map(|l| l.len()).unwrap_or(0)
 }
 
@@ -221,8 +221,11 @@ fn rolled_back_and_not_retried(
     Ok(())
 }
 
-/// Powers the guest off and checks the slot attributes it left.
-fn power_off_expect(ctx: &Ctx, vm: &mut Vm, a_want: Attrs, b_want: Attrs) -> Result<()> {
+/// Logged in: once this boot is committed (every boot costs the booted slot
+/// a try until then), powers the guest off and checks the slot attributes it
+/// left.
+pub(crate) fn power_off_expect(ctx: &Ctx, vm: &mut Vm, a_want: Attrs, b_want: Attrs) -> Result<()> {
+    wait_committed(vm)?;
     vm.send_line("systemctl poweroff")?;
     vm.wait_exit(TO_LOGIN).context("waiting for power-off")?;
     expect_final_attrs(ctx, vm, a_want, b_want)
@@ -230,7 +233,7 @@ fn power_off_expect(ctx: &Ctx, vm: &mut Vm, a_want: Attrs, b_want: Attrs) -> Res
 
 /// Publishes `release`, serves it, and boots v1 (slot a) with the update
 /// config; returns once the agent reports the new slot ready.
-fn boot_and_install(
+pub(crate) fn boot_and_install(
     ctx: &mut Ctx,
     release: &Path,
     reboot: &str,
@@ -308,7 +311,19 @@ fn variant_release(
     release: &Path,
     edit: impl FnOnce(&mut BootFiles),
 ) -> Result<PathBuf> {
-    let out = ctx.artifacts.join("variant-release");
+    variant_release_as(ctx, release, "variant-release", None, edit)
+}
+
+/// [`variant_release`] into `ctx.artifacts/<dir>`, optionally as another
+/// version (the same payload offered as a newer release).
+pub(crate) fn variant_release_as(
+    ctx: &Ctx,
+    release: &Path,
+    dir: &str,
+    version: Option<&str>,
+    edit: impl FnOnce(&mut BootFiles),
+) -> Result<PathBuf> {
+    let out = ctx.artifacts.join(dir);
     let key = prep::dev_key(&ctx.artifacts)?;
     let doc = std::fs::read(release.join(release_manifest::MANIFEST_FILE))?;
     let m = Manifest::from_json(&doc)?;
@@ -346,7 +361,10 @@ fn variant_release(
         release_manifest::ManifestFields {
             board: m.board.clone(),
             arch: m.arch.clone(),
-            version: m.version.clone(),
+            version: match version {
+                Some(v) => release_manifest::Version::parse(v)?,
+                None => m.version.clone(),
+            },
             created: m.created,
             expires: m.expires,
             packages: m.packages.clone(),

@@ -106,6 +106,10 @@ impl Marked {
     /// The journal line (the wording tests look for).
     pub fn message(&self, slot: Slot) -> String {
         match self {
+            Marked::Changed { before, after } if before.successful => format!(
+                "cairn-mark-good: slot {} reached its health gate, tries re-armed ({before} -> {after})",
+                slot.letter()
+            ),
             Marked::Changed { before, after } => format!(
                 "cairn-mark-good: slot {} marked successful ({before} -> {after})",
                 slot.letter()
@@ -118,11 +122,19 @@ impl Marked {
     }
 }
 
-/// Sets `slot` successful (tries 0) with a crash-safe commit. The entry must
-/// carry `partuuid`, so a confused /run never marks the wrong slot. Writes
-/// nothing when the bits are already right: every write is a (small) risk
-/// and wears flash.
-pub fn mark_good<D: BlockDevice>(dev: &mut D, slot: Slot, partuuid: Guid) -> Result<Marked>
+/// Sets `slot` successful and re-arms its tries to `tries` (K: every boot is
+/// counted by the boot manager, so a committed slot that dies K times in a
+/// row before this point falls back), with a crash-safe commit. The other
+/// slot, if committed but left at tries 0 by an older Cairn, is armed too so
+/// it can serve as that fallback. The entry must carry `partuuid`, so a
+/// confused /run never marks the wrong slot. Writes nothing when the bits are
+/// already right: every write is a (small) risk and wears flash.
+pub fn mark_good<D: BlockDevice>(
+    dev: &mut D,
+    slot: Slot,
+    partuuid: Guid,
+    tries: u8,
+) -> Result<Marked>
 where
     D::Error: std::fmt::Display,
 {
@@ -138,7 +150,7 @@ where
         );
     }
     let before = entry.attrs();
-    let after = gpt_slots::mark_good(before);
+    let after = gpt_slots::mark_good(before, tries);
     // The committed slot is the current OS: it loses the DPS no-auto flag and
     // the other slot gets it, so systemd-dissect and gpt-auto (which prefer
     // the highest label) see the /usr that runs. Same commit, same crash safety.
@@ -148,7 +160,9 @@ where
         .with_context(|| format!("the GPT has no {} entry", slot.other().part().label()))?
         .attributes;
     let new_bits = after.to_bits(entry.attributes) & !GPT_ATTR_NO_AUTO;
-    let new_other = other_bits | GPT_ATTR_NO_AUTO;
+    let new_other = gpt_slots::arm_fallback(Attrs::from_bits(other_bits), tries)
+        .to_bits(other_bits)
+        | GPT_ATTR_NO_AUTO;
     if new_bits == entry.attributes && new_other == other_bits {
         return Ok(Marked::Already(before));
     }
@@ -250,16 +264,17 @@ mod tests {
         let attrs = read_attrs(&mut dev)?;
         assert_eq!(attrs.a, Attrs::new(1, 0, true));
         assert_eq!(attrs.b, Attrs::new(2, 2, false));
-        let m = mark_good(&mut dev, Slot::B, uuid_b)?;
+        let m = mark_good(&mut dev, Slot::B, uuid_b, 3)?;
         assert_eq!(
             m.message(Slot::B),
-            "cairn-mark-good: slot b marked successful (prio 2 tries 2 ok 0 -> prio 2 tries 0 ok 1)"
+            "cairn-mark-good: slot b marked successful (prio 2 tries 2 ok 0 -> prio 2 tries 3 ok 1)"
         );
         drop(dev);
-        // cgpt -A prints attribute bits 48-63: prio 2, tries 0, successful;
-        // the other slot, A, now carries no-auto (bit 63).
-        assert_eq!(cgpt_show(&img, 3), "0x102");
-        assert_eq!(cgpt_show(&img, 2), "0x8101");
+        // cgpt -A prints attribute bits 48-63: prio 2, tries 3 (re-armed),
+        // successful; the other slot, A, committed by an older Cairn with
+        // tries 0, is armed as the fallback and now carries no-auto (bit 63).
+        assert_eq!(cgpt_show(&img, 3), "0x132");
+        assert_eq!(cgpt_show(&img, 2), "0x8131");
         let verify = Command::new("cgpt").arg("show").arg(&img).output()?;
         assert!(verify.status.success());
         let text = String::from_utf8_lossy(&verify.stdout);
@@ -268,11 +283,11 @@ mod tests {
         // Second run: no write at all (the file is unchanged byte for byte).
         let before = std::fs::read(&img)?;
         let mut dev = FileDevice::open(&img, true)?;
-        let m = mark_good(&mut dev, Slot::B, uuid_b)?;
-        assert_eq!(m, Marked::Already(Attrs::new(2, 0, true)));
+        let m = mark_good(&mut dev, Slot::B, uuid_b, 3)?;
+        assert_eq!(m, Marked::Already(Attrs::new(2, 3, true)));
         assert_eq!(
             m.message(Slot::B),
-            "cairn-mark-good: slot b already successful (prio 2 tries 0 ok 1)"
+            "cairn-mark-good: slot b already successful (prio 2 tries 3 ok 1)"
         );
         drop(dev);
         assert!(std::fs::read(&img)? == before);
@@ -287,7 +302,7 @@ mod tests {
         };
         let uuid_a = partuuid(&img, 2);
         let mut dev = FileDevice::open(&img, true)?;
-        let e = mark_good(&mut dev, Slot::B, uuid_a)
+        let e = mark_good(&mut dev, Slot::B, uuid_a, 3)
             .err()
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("not marking")));

@@ -7,16 +7,21 @@
 //! the caller decides, as with `cairnctl update`.
 //!
 //! Talks to systemd through sd_notify (READY once the name is on the bus,
-//! STATUS, WATCHDOG).
+//! STATUS, WATCHDOG). The watchdog is pinged by time, never by progress: the
+//! main loop pings while it sleeps (also while an update asked for over D-Bus
+//! runs on its own thread), and a [`Keepalive`] thread pings while the timer's
+//! check and update run on the main thread, however long a step waits for
+//! the network (the HTTP client bounds that, not the watchdog).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use cairn_updater::Event;
 use cairn_updater::config::{RebootStrategy, UpdateConfig};
 use cairn_updater::dbus::Service;
-use cairn_updater::notify::{notify, watchdog_interval};
+use cairn_updater::notify::{Keepalive, notify, watchdog_interval};
 use cairn_updater::setup::{self, OverrideArgs};
 use clap::Parser;
 
@@ -104,6 +109,8 @@ fn run() -> Result<()> {
 
 /// One check (+ apply, + reboot when allowed).
 fn cycle(service: &Arc<Service>, cfg: &UpdateConfig) -> Result<String> {
+    // The main thread is busy until the cycle ends: ping from another one.
+    let _alive = Keepalive::watchdog();
     // Settle again each time: at start the new slot may still have been
     // waiting for its health checks (cairn-mark-good runs after us).
     for n in service
@@ -112,6 +119,30 @@ fn cycle(service: &Arc<Service>, cfg: &UpdateConfig) -> Result<String> {
         .context("checking the last update")?
     {
         log(5, &n);
+    }
+    // While this boot is on trial the other slot is the fallback: not now, and
+    // not a failure (no error status, nothing recorded). Said once per trial;
+    // a later cycle installs the update once cairn-mark-good committed the boot.
+    static TRIAL_LOGGED: AtomicBool = AtomicBool::new(false);
+    let not_now = |e: &cairn_updater::Error| {
+        if !TRIAL_LOGGED.swap(true, Ordering::Relaxed) {
+            log(5, &format!("not updating now: {e}"));
+        }
+        Ok(match e {
+            cairn_updater::Error::RollbackPending { .. } => {
+                "waiting for a reboot to finish the rollback before updating"
+            }
+            _ => "waiting for this boot to be marked good before updating",
+        }
+        .to_string())
+    };
+    match service.agent.refuse_if_on_trial() {
+        Err(
+            e @ (cairn_updater::Error::OnTrial { .. }
+            | cairn_updater::Error::RollbackPending { .. }),
+        ) => return not_now(&e),
+        Err(e) => return Err(e).context("reading the slot attributes"),
+        Ok(()) => TRIAL_LOGGED.store(false, Ordering::Relaxed),
     }
     let pending_reboot = service.agent.status()?.reboot_needed;
     if !pending_reboot {
@@ -127,14 +158,19 @@ fn cycle(service: &Arc<Service>, cfg: &UpdateConfig) -> Result<String> {
                 if pct >= last + 10 {
                     last = pct;
                     status(&format!("installing: {pct}%"));
-                    // Long downloads must not look like a hang to the watchdog.
-                    let _ = notify("WATCHDOG=1");
                 }
             }
         });
         let Some(r) = r else {
             return Ok("an update asked for over D-Bus is running".into());
         };
+        if let Err(
+            e @ (cairn_updater::Error::OnTrial { .. }
+            | cairn_updater::Error::RollbackPending { .. }),
+        ) = &r
+        {
+            return not_now(e);
+        }
         let Some(out) = r.context("updating")? else {
             return Ok(format!(
                 "up to date ({})",

@@ -18,6 +18,7 @@ use cairn_updater::dbus::{self, Client};
 use cairn_updater::setup::{self, OverrideArgs};
 use cairn_updater::{Agent, Event};
 use clap::{Parser, Subcommand};
+use release_manifest::Version;
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -49,12 +50,20 @@ enum Cmd {
         now: bool,
     },
     /// Download, verify and write the update; the next boot starts it.
+    /// Refused while the booted slot is on trial (not yet marked good).
     Update {
         /// Ignore the rollout wave.
         #[arg(long)]
         now: bool,
+        /// Install exactly this version, if the channel offers it and it is
+        /// newer than the booted one, even if it failed or was rolled back
+        /// here before (that mark is cleared) and whatever its wave.
+        #[arg(long, value_name = "V", conflicts_with = "now")]
+        version: Option<String>,
     },
     /// Boot the other slot next, if it holds an OS that booted successfully.
+    /// The version left is not installed again until asked for by
+    /// `update --version` (or a newer one boots).
     Rollback,
     /// What the agent did, and the versions it will not install again.
     History,
@@ -127,20 +136,21 @@ fn over_bus(cli: &Cli, client: &Client) -> Result<()> {
         Cmd::Check { now } => show_check(&call("Check", client.check(now))?, cli.json),
         Cmd::History => show_history(&call("History", client.history())?, cli.json),
         Cmd::Rollback => show_rollback(&call("Rollback", client.rollback())?, cli.json),
-        Cmd::Update { now } => {
+        Cmd::Update { now, ref version } => {
             let mut ui = ProgressUi::new(cli.json);
-            let (state, detail) = client
-                .update(now, &mut |u| match u {
-                    dbus::Update::Progress(p) if p.chunks > 0 => {
-                        ui.chunk(p.chunk - 1, p.chunks, p.bytes_done, p.bytes_total)
-                    }
-                    dbus::Update::Progress(p) => ui.phase(&p.phase),
-                    dbus::Update::State(s, d) if s == "writing" => {
-                        ui.phase(&format!("installing {d}"))
-                    }
-                    dbus::Update::State(..) => {}
-                })
-                .context("updating over D-Bus")?;
+            let mut watch = |u: &dbus::Update| match u {
+                dbus::Update::Progress(p) if p.chunks > 0 => {
+                    ui.chunk(p.chunk - 1, p.chunks, p.bytes_done, p.bytes_total)
+                }
+                dbus::Update::Progress(p) => ui.phase(&p.phase),
+                dbus::Update::State(s, d) if s == "writing" => ui.phase(&format!("installing {d}")),
+                dbus::Update::State(..) => {}
+            };
+            let (state, detail) = match version {
+                Some(v) => client.update_version(v, &mut watch),
+                None => client.update(now, &mut watch),
+            }
+            .context("updating over D-Bus")?;
             ui.finish();
             match state.as_str() {
                 "ready" => show_applied(&parse(&detail)?, cli.json),
@@ -171,9 +181,13 @@ fn in_process(cli: &Cli) -> Result<()> {
             let c = agent.check().context("checking for updates")?;
             show_check(&serde_json::to_value(&c)?, cli.json)
         }
-        Cmd::Update { now } => {
+        Cmd::Update { now, ref version } => {
             agent.ignore_wave = now;
-            update(&agent, cli.json)
+            let version = version
+                .as_deref()
+                .map(|v| Version::parse(v).with_context(|| format!("--version {v:?}")))
+                .transpose()?;
+            update(&agent, version.as_ref(), cli.json)
         }
         Cmd::Rollback => {
             let msg = agent.rollback()?;
@@ -373,8 +387,13 @@ impl ProgressUi {
     }
 }
 
-fn update(agent: &Agent, json: bool) -> Result<()> {
-    let c = agent.check().context("checking for updates")?;
+fn update(agent: &Agent, version: Option<&Version>, json: bool) -> Result<()> {
+    // One line, before any network access (the error says what to wait for).
+    agent.refuse_if_on_trial()?;
+    let c = match version {
+        Some(v) => agent.check_version(v)?,
+        None => agent.check().context("checking for updates")?,
+    };
     let Some(entry) = c.decision.chosen.clone() else {
         return show_check(&serde_json::to_value(&c)?, json);
     };

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cairn_host::config::HostConfig;
@@ -20,15 +21,26 @@ use gpt_slots::FileDevice;
 
 const USAGE: &str = "usage: cairn-mark-good [health]";
 
+/// How long a GPT writer waits for another (an update flipping slots).
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Sets the booted slot successful and re-arms its tries (see
+/// `slots::mark_good`), under the disk's lock.
+fn commit_boot(root: &Path, booted: &Booted) -> Result<()> {
+    let disk = booted.disk(root)?;
+    let mut dev = FileDevice::open_locked(&disk, true, LOCK_WAIT)
+        .with_context(|| format!("cannot open {}", disk.display()))?;
+    let tries = gpt_slots::committed_tries(root);
+    let m = slots::mark_good(&mut dev, booted.slot, booted.usr_partuuid, tries)
+        .with_context(|| disk.display().to_string())?;
+    log::notice(&m.message(booted.slot));
+    Ok(())
+}
+
 fn mark_good() -> Result<()> {
     let root = Path::new("/");
     let booted = Booted::read(root)?;
-    let disk = booted.disk(root)?;
-    let mut dev =
-        FileDevice::open(&disk, true).with_context(|| format!("cannot open {}", disk.display()))?;
-    let m = slots::mark_good(&mut dev, booted.slot, booted.usr_partuuid)
-        .with_context(|| disk.display().to_string())?;
-    log::notice(&m.message(booted.slot));
+    commit_boot(root, &booted)?;
     // A failure recorded by an earlier boot of this slot is history now.
     let _ = std::fs::remove_file(health_record(root, booted.slot.letter()));
     Ok(())
@@ -149,9 +161,18 @@ fn health() -> ExitCode {
                 Err(e) => log::err(&format!("cairn-health: systemctl reboot: {e}")),
             }
         }
-        OnFailure::Stay => log::err(&format!(
-            "cairn-health: slot {slot} is already successful: not rebooting (that would only loop); fix the host or its health checks"
-        )),
+        OnFailure::Stay => {
+            log::err(&format!(
+                "cairn-health: slot {slot} is already successful: not rebooting (that would only loop); fix the host or its health checks"
+            ));
+            // The boot reached its gate: the OS itself starts, so later
+            // reboots must not count towards falling back to the other slot.
+            if let Ok(b) = &booted
+                && let Err(e) = commit_boot(root, b)
+            {
+                log::err(&format!("cairn-health: cannot re-arm slot {slot}: {e:#}"));
+            }
+        }
         OnFailure::StayUnknown => log::err("cairn-health: slot state unknown: not rebooting"),
     }
     ExitCode::FAILURE
