@@ -502,6 +502,12 @@ fn bad_signature_body(ctx: &mut Ctx) -> Result<()> {
         b.text
     );
     let refused = vm.wait_for("cairn-boot: slot b refused: ", ONE_ATTEMPT)?;
+    let a = vm.wait_for(Pattern::regex(CHOSEN)?, ONE_ATTEMPT)?;
+    ensure!(
+        parse_chosen(&a.text)?.0 == "a",
+        "after refusing b the boot manager chose {:?}",
+        a.text
+    );
     // The refusal line is complete now that a later line arrived.
     let reason = vm
         .lines_since(start)
@@ -513,12 +519,6 @@ fn bad_signature_body(ctx: &mut Ctx) -> Result<()> {
         reason.contains("boot.sig does not match")
             && reason.contains("recording prio 2 tries 3 ok 0 -> prio 0 tries 0 ok 0"),
         "slot b was refused for another reason, or not marked failed: {reason:?}"
-    );
-    let a = vm.wait_for(Pattern::regex(CHOSEN)?, ONE_ATTEMPT)?;
-    ensure!(
-        parse_chosen(&a.text)?.0 == "a",
-        "after refusing b the boot manager chose {:?}",
-        a.text
     );
     // Same firmware run, and b's kernel never got control.
     let between: Vec<_> = vm
