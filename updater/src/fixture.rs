@@ -4,17 +4,20 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use disk_layout::{Arch, Part, Slot, boot_files};
 use gpt_slots::Attrs;
-use release_manifest::{KeyPair, ManifestFields, ReleaseWriter, Version};
+use release_manifest::{KeyPair, Manifest, ManifestFields, ReleaseWriter, Version};
 use release_repo::{PublishOptions, Root, Wave};
+use sha2::{Digest, Sha256};
 
-use crate::agent::Agent;
+use crate::agent::{Agent, ApplyOutcome};
 use crate::http::{Http, HttpOptions};
 use crate::state::StateDir;
 use crate::target::Target;
@@ -321,6 +324,203 @@ pub fn agent(
         clock: Some(NOW),
         ignore_wave: false,
         stop_after_chunks: None,
+    }
+}
+
+/// [`HttpOptions`] for tests against the loopback [`Server`]: 2 s stall and
+/// connect timeouts, 3 attempts 10 ms apart.
+pub fn fast_http() -> HttpOptions {
+    HttpOptions {
+        stall_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        attempts: 3,
+        retry_pause: Duration::from_millis(10),
+    }
+}
+
+/// Checks and applies the release the check chooses (panics if none is, or
+/// on any error).
+pub fn install(agent: &Agent) -> ApplyOutcome {
+    let entry = agent.check().unwrap().decision.chosen.unwrap();
+    agent.apply(&entry, &mut |_| {}).unwrap()
+}
+
+/// Runs `cmd` to its end: whether it succeeded, its stdout and its stderr.
+pub fn output(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Kills and reaps a child a test started when the test ends, however it ends.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A directory of its own under the temporary directory (mode 0700), removed
+/// with its contents when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> std::io::Result<Scratch> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let p = std::env::temp_dir().join(format!("cairn-fixture-{}-{n}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+                Ok(()) => return Ok(Scratch(p)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test host and its repository in a scratch directory `dir`, laid out as
+/// [`cairnctl_args`] expects: the host files of [`write_host_files`] (channel
+/// `stable`) in `dir`, the disk of [`make_target`] in `dir/host`, state in
+/// `dir/state`; the repository in `dir/repo`, served by `server`. Panics on
+/// any error.
+pub struct World {
+    pub dir: PathBuf,
+    pub repo: PathBuf,
+    pub root: Root,
+    pub target: Target,
+    pub server: Server,
+    /// What [`World::agent`] fetches with ([`fast_http`] to begin with).
+    pub http: HttpOptions,
+    /// The usr image size and chunk size of the releases made here.
+    pub usr: u64,
+    pub chunk: u64,
+    _scratch: Scratch,
+}
+
+impl World {
+    /// A repository offering `versions` (version and [`make_release`] seed,
+    /// usr images of `usr` bytes in `chunk` chunks), published on `stable`,
+    /// and a host disk with slots of `disk` bytes, booted from slot a.
+    pub fn new(versions: &[(&str, u64)], usr: u64, chunk: u64, disk: u64) -> World {
+        let scratch = Scratch::new().expect("scratch directory");
+        let dir = scratch.0.clone();
+        let releases: Vec<PathBuf> = versions
+            .iter()
+            .map(|&(version, seed)| {
+                make_release(&dir.join("build"), version, usr, chunk, seed).unwrap()
+            })
+            .collect();
+        let releases: Vec<&Path> = releases.iter().map(PathBuf::as_path).collect();
+        let repo = dir.join("repo");
+        let root = make_repo(&repo, &releases).unwrap();
+        let target = make_target(&dir.join("host"), disk).unwrap();
+        write_host_files(&dir, &root, "[update]\nchannel = \"stable\"\n").unwrap();
+        let server = Server::start(&repo).unwrap();
+        World {
+            dir,
+            repo,
+            root,
+            target,
+            server,
+            http: fast_http(),
+            usr,
+            chunk,
+            _scratch: scratch,
+        }
+    }
+
+    /// The agent of this host booted from `booted` running `version` (see
+    /// [`agent`]).
+    pub fn agent(&self, booted: Slot, version: &str) -> Agent {
+        agent(
+            &self.target,
+            &self.dir.join("state"),
+            &self.server.url,
+            &self.root,
+            booted,
+            version,
+            self.http,
+        )
+    }
+
+    /// [`World::agent`], after it installed what its check chose ([`install`]).
+    pub fn updated_agent(&self, booted: Slot, version: &str) -> Agent {
+        let agent = self.agent(booted, version);
+        install(&agent);
+        agent
+    }
+
+    /// Builds release `version` (with `seed`) in `dir/build`.
+    pub fn release(&self, version: &str, seed: u64) -> PathBuf {
+        make_release(&self.dir.join("build"), version, self.usr, self.chunk, seed).unwrap()
+    }
+
+    /// Builds release `version` and publishes it, its wave started at [`NOW`].
+    pub fn publish(&self, version: &str, seed: u64) {
+        publish(
+            &self.repo,
+            &self.release(version, seed),
+            Wave::immediate(NOW),
+        )
+        .unwrap();
+    }
+
+    /// The published manifest of `version`.
+    pub fn manifest(&self, version: &str) -> Manifest {
+        let d = self.repo.join(format!("releases/{BOARD}/{version}"));
+        Manifest::load(&d, &[build_key().public()], 1).unwrap()
+    }
+
+    /// The GPT attributes of slots a and b.
+    pub fn attrs(&self) -> (Attrs, Attrs) {
+        let a = self.target.read_attrs().unwrap();
+        (a.get(Slot::A), a.get(Slot::B))
+    }
+
+    /// Sets the GPT attributes of slots a and b.
+    pub fn set_attrs(&self, a: Attrs, b: Attrs) {
+        self.target
+            .set_attrs(&[(Slot::A, a), (Slot::B, b)])
+            .unwrap();
+    }
+
+    /// sha256 of a slot's bytes and of every file of its ESP directory.
+    pub fn snapshot(&self, slot: Slot) -> Vec<(String, [u8; 32])> {
+        let mut out = vec![(
+            format!("slot {}", slot.letter()),
+            Sha256::digest(read_all(self.target.slot_path(slot)).unwrap()).into(),
+        )];
+        let dir = self.target.esp_dir(slot);
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        names.sort();
+        for p in names {
+            out.push((
+                p.display().to_string(),
+                Sha256::digest(std::fs::read(&p).unwrap()).into(),
+            ));
+        }
+        out
+    }
+}
+
+impl Server {
+    /// The requests served so far, each as its path and Range start.
+    pub fn log(&self) -> Vec<String> {
+        self.faults.log.lock().unwrap().clone()
     }
 }
 

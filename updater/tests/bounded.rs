@@ -5,29 +5,27 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cairn_updater::fixture::{self, Drip, NOW, Server};
+use cairn_updater::fixture::{self, Drip, NOW, Reaped, World};
 use cairn_updater::http::{FetchError, Http, HttpOptions, MinRate};
-use cairn_updater::{Agent, Target};
 use disk_layout::Slot;
 use gpt_slots::Attrs;
-use release_manifest::{KeyPair, Manifest};
+use release_manifest::KeyPair;
 use release_repo::Root;
 
 const USR: u64 = 1_200_000;
 const CHUNK: u64 = 64 << 10;
 
+/// `fixture::fast_http` with two attempts.
 fn http() -> HttpOptions {
     HttpOptions {
-        stall_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(2),
         attempts: 2,
-        retry_pause: Duration::from_millis(10),
+        ..fixture::fast_http()
     }
 }
 
@@ -40,54 +38,11 @@ fn fast_min_rate() -> MinRate {
     }
 }
 
-struct World {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    repo: PathBuf,
-    root: Root,
-    target: Target,
-    server: Server,
-}
-
-impl World {
-    /// A repository with 1.1.0; a host on 1.0.0 booted from slot A.
-    fn new() -> World {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let r1 = fixture::make_release(&dir.join("build"), "1.1.0", USR, CHUNK, 2).unwrap();
-        let repo = dir.join("repo");
-        let root = fixture::make_repo(&repo, &[&r1]).unwrap();
-        let target = fixture::make_target(&dir.join("host"), 4 << 20).unwrap();
-        let server = Server::start(&repo).unwrap();
-        World {
-            _tmp: tmp,
-            dir,
-            repo,
-            root,
-            target,
-            server,
-        }
-    }
-
-    fn agent(&self) -> Agent {
-        fixture::agent(
-            &self.target,
-            &self.dir.join("state"),
-            &self.server.url,
-            &self.root,
-            Slot::A,
-            "1.0.0",
-            http(),
-        )
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.server.faults.log.lock().unwrap().clone()
-    }
-
-    fn slot_b(&self) -> Attrs {
-        self.target.read_attrs().unwrap().get(Slot::B)
-    }
+/// A repository with 1.1.0; a host on 1.0.0 booted from slot A.
+fn world() -> World {
+    let mut w = World::new(&[("1.1.0", 2)], USR, CHUNK, 4 << 20);
+    w.http = http();
+    w
 }
 
 /// Writes root version `version` over `keys` (threshold 2), padded with
@@ -109,18 +64,21 @@ fn requested(log: &[String], version: u64) -> bool {
 
 #[test]
 fn a_long_root_chain_is_followed_link_by_link() {
-    let w = World::new();
+    let w = world();
     for v in 2..=6 {
         write_root(&w.repo, v, &fixture::repo_keys(), 0);
     }
-    let c = w.agent().check().unwrap();
+    let c = w.agent(Slot::A, "1.0.0").check().unwrap();
     assert_eq!(c.root_version, 6);
-    assert!(requested(&w.log(), 7), "the walk looks for the next link");
+    assert!(
+        requested(&w.server.log(), 7),
+        "the walk looks for the next link"
+    );
 }
 
 #[test]
 fn a_bad_root_link_stops_the_walk_before_later_links_are_fetched() {
-    let w = World::new();
+    let w = world();
     for v in 2..=6 {
         write_root(&w.repo, v, &fixture::repo_keys(), 0);
     }
@@ -132,9 +90,9 @@ fn a_bad_root_link_stops_the_walk_before_later_links_are_fetched() {
             .unwrap();
     std::fs::write(w.repo.join("roots/3.json.sig"), sig).unwrap();
 
-    let err = w.agent().check().unwrap_err().to_string();
+    let err = w.agent(Slot::A, "1.0.0").check().unwrap_err().to_string();
     assert!(err.contains("root version 3"), "{err}");
-    let log = w.log();
+    let log = w.server.log();
     assert!(requested(&log, 3), "{log:?}");
     for later in 4..=7 {
         assert!(
@@ -143,7 +101,7 @@ fn a_bad_root_link_stops_the_walk_before_later_links_are_fetched() {
         );
     }
     // Nothing of the bad chain became trusted.
-    let trusted = w.agent().state.trust().unwrap().root;
+    let trusted = w.agent(Slot::A, "1.0.0").state.trust().unwrap().root;
     assert!(
         trusted.as_ref().is_none_or(|r| r.version == 1),
         "{trusted:?}"
@@ -152,7 +110,7 @@ fn a_bad_root_link_stops_the_walk_before_later_links_are_fetched() {
 
 #[test]
 fn a_huge_root_chain_is_refused_at_the_byte_cap() {
-    let w = World::new();
+    let w = world();
     // Nine valid links of 3 MiB each (under the 4 MiB per-file cap), 27 MiB in
     // all: the walk's 16 MiB total is reached at the sixth.
     const PAD: usize = 3 << 20;
@@ -160,7 +118,7 @@ fn a_huge_root_chain_is_refused_at_the_byte_cap() {
         write_root(&w.repo, v, &fixture::repo_keys(), PAD);
     }
     let started = Instant::now();
-    let err = w.agent().check().unwrap_err();
+    let err = w.agent(Slot::A, "1.0.0").check().unwrap_err();
     assert!(
         matches!(
             err,
@@ -174,7 +132,7 @@ fn a_huge_root_chain_is_refused_at_the_byte_cap() {
         text.contains("root chain") && text.contains("16777216") && text.contains("roots/7.json"),
         "{text}"
     );
-    let log = w.log();
+    let log = w.server.log();
     for later in 8..=11 {
         assert!(!requested(&log, later), "root {later} fetched: {log:?}");
     }
@@ -286,16 +244,16 @@ fn a_slow_but_steady_server_is_not_cut() {
 
 #[test]
 fn a_drip_fed_update_fails_like_a_network_error_and_resumes_later() {
-    let w = World::new();
-    let d = w.repo.join(format!("releases/{}/1.1.0", fixture::BOARD));
-    let m = Manifest::load(&d, &[fixture::build_key().public()], 1).unwrap();
-    let chunk = m.image("usr").unwrap().chunks[6].file.clone();
+    let w = world();
+    let chunk = w.manifest("1.1.0").image("usr").unwrap().chunks[6]
+        .file
+        .clone();
     *w.server.faults.drip.lock().unwrap() = Some(Drip {
         needle: chunk.clone(),
         after: 100,
         every: Duration::from_millis(30),
     });
-    let mut agent = w.agent();
+    let mut agent = w.agent(Slot::A, "1.0.0");
     agent.http = Http::new(&w.server.url, http()).with_min_rate(fast_min_rate());
     let entry = agent.check().unwrap().decision.chosen.unwrap();
     let started = Instant::now();
@@ -303,36 +261,24 @@ fn a_drip_fed_update_fails_like_a_network_error_and_resumes_later() {
     assert!(err.contains(&chunk) && err.contains("bytes/s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // As after any network error: B never bootable, the write pending.
-    assert_eq!(w.slot_b(), Attrs::new(0, 0, false));
+    assert_eq!(w.attrs().1, Attrs::new(0, 0, false));
     let p = agent.state.progress().unwrap().unwrap();
     assert_eq!(p.phase, cairn_updater::state::Phase::Writing);
     // The second attempt resumed the chunk with a Range request.
-    let log = w.log();
+    let log = w.server.log();
     let tries: Vec<_> = log.iter().filter(|l| l.contains(&chunk)).collect();
     assert_eq!(tries.len(), 2, "{log:?}");
     assert!(tries[1].contains("Some("), "{tries:?}");
 
     // The server recovers; the next check completes the update.
     *w.server.faults.drip.lock().unwrap() = None;
-    let agent = w.agent();
-    let entry = agent.check().unwrap().decision.chosen.unwrap();
-    agent.apply(&entry, &mut |_| {}).unwrap();
-    assert_eq!(w.slot_b(), Attrs::new(2, 3, false));
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let _agent = w.updated_agent(Slot::A, "1.0.0");
+    assert_eq!(w.attrs().1, Attrs::new(2, 3, false));
 }
 
 #[test]
 fn the_watchdog_is_pinged_by_time_while_a_check_waits_on_the_network() {
-    let w = World::new();
+    let w = world();
     // Never answers: the check sits in one request for its 30 s stall timeout,
     // with no progress to report.
     w.server.faults.stall.store(true, Ordering::SeqCst);
@@ -370,7 +316,7 @@ fn the_watchdog_is_pinged_by_time_while_a_check_waits_on_the_network() {
             break;
         }
     }
-    while !w.log().iter().any(|l| l.contains("roots/2.json")) {
+    while !w.server.log().iter().any(|l| l.contains("roots/2.json")) {
         assert!(Instant::now() < deadline, "no request: {}", daemon_log());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -391,5 +337,5 @@ fn the_watchdog_is_pinged_by_time_while_a_check_waits_on_the_network() {
         daemon_log()
     );
     // Still in that first request: the pings did not come from the idle loop.
-    assert_eq!(w.log().len(), 1, "{:?}", w.log());
+    assert_eq!(w.server.log().len(), 1, "{:?}", w.server.log());
 }

@@ -6,15 +6,10 @@ use std::process::Command;
 use cairn_updater::fixture::{self, Server};
 
 fn cairnctl(dir: &Path, url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairnctl"))
-        .args(fixture::cairnctl_args(dir, url))
-        .args(args)
-        .output()
-        .expect("run cairnctl");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    fixture::output(
+        Command::new(env!("CARGO_BIN_EXE_cairnctl"))
+            .args(fixture::cairnctl_args(dir, url))
+            .args(args),
     )
 }
 

@@ -11,18 +11,15 @@
 //! idle RSS is what the 8 MiB budget is about). `CAIRN_DBUS_TEST_MIB=<n>`
 //! makes the release's /usr `n` MiB in 4 MiB chunks (RSS after a big update).
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cairn_updater::fixture::{self, Server};
+use cairn_updater::fixture::{self, Reaped, Server};
+use common::Bus;
 
-const POLICY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../systemd-units/usr/share/dbus-1/system.d/dev.cairn.Updater1.conf"
-);
+mod common;
 
 /// This build's binary, or the one in CAIRN_UPDATER_BIN_DIR.
 fn bin(name: &str, built: &str) -> PathBuf {
@@ -36,71 +33,14 @@ fn cairnctl_bin() -> PathBuf {
     bin("cairnctl", env!("CARGO_BIN_EXE_cairnctl"))
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Kills and reaps a child this test started when the test ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The default context of Debian's /usr/share/dbus-1/system.conf (connect,
-/// no names, no method calls unless a policy file allows them) plus the
-/// shipped policy for dev.cairn.Updater1.
-fn bus_config(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <policy user="root">
-    <allow eavesdrop="true"/>
-    <allow eavesdrop="true" send_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
-  </policy>
-  <include>{POLICY}</include>
-</busconfig>
-"#,
-        socket.display()
-    )
-}
-
 struct World {
     _tmp: tempfile::TempDir,
     /// Chunks and bytes of the release's usr image.
     chunks: usize,
     usr_size: u64,
     dir: PathBuf,
-    address: String,
     _server: Server,
-    _bus: Reaped,
+    bus: Bus,
 }
 
 impl World {
@@ -118,31 +58,17 @@ impl World {
         } else {
             Command::new(cairnctl_bin())
         };
-        let out = cmd
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
-            .arg("--bus")
-            .args(args)
-            .output()
-            .expect("run cairnctl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        fixture::output(
+            cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus.address)
+                .arg("--bus")
+                .args(args),
         )
     }
 }
 
 fn world() -> Option<World> {
-    let missing: Vec<_> = ["dbus-daemon", "dbus-monitor", "setpriv"]
-        .into_iter()
-        .filter(|t| !have(t))
-        .collect();
-    if !missing.is_empty() {
-        let msg = format!("missing {missing:?} (Debian packages dbus, util-linux)");
-        if std::env::var("CAIRN_REQUIRE_IMAGE_TESTS").as_deref() == Ok("1") {
-            panic!("{msg}");
-        }
-        eprintln!("skipping the D-Bus test: {msg}");
+    let tools = ["dbus-daemon", "dbus-monitor", "setpriv"];
+    if !common::have_tools(&tools, "packages dbus, util-linux") {
         return None;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -176,28 +102,14 @@ fn world() -> Option<World> {
     .unwrap();
     let server = Server::start(&dir.join("repo")).unwrap();
 
-    let conf = dir.join("bus.conf");
-    std::fs::write(&conf, bus_config(&dir.join("bus"))).unwrap();
-    let mut bus = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", conf.display()))
-        .args(["--nofork", "--print-address=1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start dbus-daemon");
-    let mut line = String::new();
-    BufReader::new(bus.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line.trim().to_string();
-    assert!(address.starts_with("unix:"), "dbus-daemon printed {line:?}");
+    let bus = common::start_bus(&dir, true);
     Some(World {
         _tmp: tmp,
         chunks,
         usr_size,
         dir,
-        address,
         _server: server,
-        _bus: Reaped(bus),
+        bus,
     })
 }
 
@@ -215,14 +127,11 @@ fn rss_kib(pid: u32) -> u64 {
 fn cairnctl_drives_the_service_over_dbus() {
     let Some(w) = world() else { return };
     let log = std::fs::File::create(w.dir.join("updated.log")).unwrap();
-    let daemon = Reaped(
-        Command::new(bin("cairn-updated", env!("CARGO_BIN_EXE_cairn-updated")))
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &w.address)
-            .arg("--manual")
-            .args(w.paths())
-            .stderr(log)
-            .spawn()
-            .expect("start cairn-updated"),
+    let daemon = common::start_service(
+        bin("cairn-updated", env!("CARGO_BIN_EXE_cairn-updated")),
+        &w.bus,
+        &w.paths(),
+        log,
     );
     let daemon_log = || std::fs::read_to_string(w.dir.join("updated.log")).unwrap_or_default();
 
@@ -255,7 +164,7 @@ fn cairnctl_drives_the_service_over_dbus() {
     let monitor_out = std::fs::File::create(w.dir.join("monitor.log")).unwrap();
     let monitor = Reaped(
         Command::new("dbus-monitor")
-            .args(["--address", &w.address])
+            .args(["--address", &w.bus.address])
             .arg("type='signal',interface='dev.cairn.Updater1'")
             .stdout(monitor_out)
             .spawn()

@@ -7,33 +7,20 @@
 //! CAIRN_REQUIRE_IMAGE_TESTS=1 and is skipped otherwise.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_updater::dbus::Service;
-use cairn_updater::fixture::{self, Server};
+use cairn_updater::fixture::{self, Reaped, Server};
 use cairn_updater::http::HttpOptions;
 use disk_layout::{Slot, boot_files};
 use gpt_slots::Attrs;
 
-const POLICY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../systemd-units/usr/share/dbus-1/system.d/dev.cairn.Updater1.conf"
-);
-
-/// Kills and reaps a child this test started when the test ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
 
 /// A host in `dir` (the layout of `fixture::cairnctl_args`) whose slot B holds
 /// an OS that booted before, with `cairn/b/boot.sig` a FIFO; the repository
@@ -108,10 +95,8 @@ fn rollback_and_update_exclude_each_other_in_the_service() {
         esp: dir.join("host/esp"),
     };
     let opts = HttpOptions {
-        stall_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(2),
         attempts: 1,
-        retry_pause: Duration::from_millis(10),
+        ..fixture::fast_http()
     };
     let agent = fixture::agent(
         &target,
@@ -155,45 +140,6 @@ fn rollback_and_update_exclude_each_other_in_the_service() {
     assert!(msg.contains("slot b boots next"), "{msg}");
     // Released: the next operation runs.
     assert!(service.claim("a test").is_ok());
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Debian's system bus default policy plus the shipped policy file.
-fn bus_config(socket: &Path) -> String {
-    format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>{POLICY}</include>
-</busconfig>
-"#,
-        socket.display()
-    )
 }
 
 /// `cairnctl --bus <args>`, killed (and reported as such) after `limit`.
@@ -245,39 +191,19 @@ use std::io::Read;
 /// refuses Update at once; the rollback then completes.
 #[test]
 fn dbus_update_is_refused_while_a_rollback_runs() {
-    if !have("dbus-daemon") {
-        let msg = "missing dbus-daemon (Debian package dbus)";
-        if std::env::var("CAIRN_REQUIRE_IMAGE_TESTS").as_deref() == Ok("1") {
-            panic!("{msg}");
-        }
-        eprintln!("skipping the D-Bus test: {msg}");
+    if !common::have_tools(&["dbus-daemon"], "package dbus") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (server, sig) = host(dir);
-    let conf = dir.join("bus.conf");
-    std::fs::write(&conf, bus_config(&dir.join("bus"))).unwrap();
-    let mut bus = Command::new("dbus-daemon")
-        .arg(format!("--config-file={}", conf.display()))
-        .args(["--nofork", "--print-address=1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start dbus-daemon");
-    let mut line = String::new();
-    BufReader::new(bus.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _bus = Reaped(bus);
-    let address = line.trim().to_string();
-    let _daemon = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_cairn-updated"))
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
-            .arg("--manual")
-            .args(fixture::cairnctl_args(dir, &server.url))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start cairn-updated"),
+    let bus = common::start_bus(dir, false);
+    let address = bus.address.clone();
+    let _daemon = common::start_service(
+        env!("CARGO_BIN_EXE_cairn-updated"),
+        &bus,
+        &fixture::cairnctl_args(dir, &server.url),
+        Stdio::null(),
     );
     let started = Instant::now();
     while !cairnctl(&address, &["status"], Duration::from_secs(5)).0 {

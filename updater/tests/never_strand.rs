@@ -4,145 +4,62 @@
 //! a trusted clock floor and a wrong clock is named; a key rotation resets the
 //! channel high-water marks.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_updater::fixture::{self, NOW, Server};
-use cairn_updater::http::HttpOptions;
-use cairn_updater::{Agent, Error, Target};
+use cairn_updater::fixture::{self, NOW, World};
+use cairn_updater::{Agent, Error};
 use disk_layout::Slot;
 use gpt_slots::Attrs;
 use release_manifest::{KeyPair, Version};
-use release_repo::{Channel, Root, Wave};
-use sha2::{Digest, Sha256};
+use release_repo::{Channel, Wave};
 
 const USR: u64 = 600_000;
 const CHUNK: u64 = 64 << 10;
 
-fn http() -> HttpOptions {
-    HttpOptions {
-        stall_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(2),
-        attempts: 3,
-        retry_pause: Duration::from_millis(10),
-    }
+/// A host laid out as `fixture::cairnctl_args` expects, and a repository
+/// offering 1.0.0 and 1.1.0.
+fn world() -> World {
+    World::new(&[("1.0.0", 1), ("1.1.0", 2)], USR, CHUNK, 2 << 20)
 }
 
-/// A host in `dir` laid out as `fixture::cairnctl_args` expects (disk in
-/// `host/`, state in `state/`, host files beside), and a repository offering
-/// 1.0.0 and 1.1.0.
-struct World {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    repo: PathBuf,
-    root: Root,
-    target: Target,
-    server: Server,
+/// The state directory's files (none is written by a refused update).
+fn state_files(w: &World) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(w.dir.join("state"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
-impl World {
-    fn new() -> World {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let r0 = fixture::make_release(&dir.join("build"), "1.0.0", USR, CHUNK, 1).unwrap();
-        let r1 = fixture::make_release(&dir.join("build"), "1.1.0", USR, CHUNK, 2).unwrap();
-        let repo = dir.join("repo");
-        let root = fixture::make_repo(&repo, &[&r0, &r1]).unwrap();
-        let target = fixture::make_target(&dir.join("host"), 2 << 20).unwrap();
-        fixture::write_host_files(&dir, &root, "[update]\nchannel = \"stable\"\n").unwrap();
-        let server = Server::start(&repo).unwrap();
-        World {
-            _tmp: tmp,
-            dir,
-            repo,
-            root,
-            target,
-            server,
-        }
-    }
+fn cairnctl(w: &World, args: &[&str]) -> (bool, String, String) {
+    fixture::output(
+        Command::new(env!("CARGO_BIN_EXE_cairnctl"))
+            .args(fixture::cairnctl_args(&w.dir, &w.server.url))
+            .args(args),
+    )
+}
 
-    fn agent(&self, booted: Slot, version: &str) -> Agent {
-        fixture::agent(
-            &self.target,
-            &self.dir.join("state"),
-            &self.server.url,
-            &self.root,
-            booted,
-            version,
-            http(),
-        )
-    }
+/// Re-signs the channel after `edit`, with `keys`.
+fn rewrite_channel(w: &World, keys: &[KeyPair], edit: impl FnOnce(&mut Channel)) {
+    let p = w.repo.join("channels/stable.json");
+    let mut ch = Channel::from_json(&std::fs::read(&p).unwrap()).unwrap();
+    edit(&mut ch);
+    let root = release_repo::load_root(&w.repo).unwrap();
+    release_repo::write_channel(&w.repo, &root, &ch, keys).unwrap();
+}
 
-    fn publish(&self, version: &str, seed: u64) {
-        let r = fixture::make_release(&self.dir.join("build"), version, USR, CHUNK, seed).unwrap();
-        fixture::publish(&self.repo, &r, Wave::immediate(NOW)).unwrap();
-    }
-
-    fn attrs(&self) -> (Attrs, Attrs) {
-        let a = self.target.read_attrs().unwrap();
-        (a.get(Slot::A), a.get(Slot::B))
-    }
-
-    fn set(&self, a: Attrs, b: Attrs) {
-        self.target
-            .set_attrs(&[(Slot::A, a), (Slot::B, b)])
-            .unwrap();
-    }
-
-    /// sha256 of a slot's bytes and of every file of its ESP directory.
-    fn snapshot(&self, slot: Slot) -> Vec<(String, [u8; 32])> {
-        let mut out = vec![(
-            format!("slot {}", slot.letter()),
-            Sha256::digest(fixture::read_all(self.target.slot_path(slot)).unwrap()).into(),
-        )];
-        let dir = self.target.esp_dir(slot);
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        names.sort();
-        for p in names {
-            out.push((
-                p.display().to_string(),
-                Sha256::digest(std::fs::read(&p).unwrap()).into(),
-            ));
-        }
-        out
-    }
-
-    /// The state directory's files (none is written by a refused update).
-    fn state_files(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.dir.join("state"))
-            .map(|d| {
-                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
-    fn cairnctl(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_cairnctl"))
-            .args(fixture::cairnctl_args(&self.dir, &self.server.url))
-            .args(args)
-            .output()
-            .expect("run cairnctl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// Re-signs the channel after `edit`, with `keys`.
-    fn rewrite_channel(&self, keys: &[KeyPair], edit: impl FnOnce(&mut Channel)) {
-        let p = self.repo.join("channels/stable.json");
-        let mut ch = Channel::from_json(&std::fs::read(&p).unwrap()).unwrap();
-        edit(&mut ch);
-        let root = release_repo::load_root(&self.repo).unwrap();
-        release_repo::write_channel(&self.repo, &root, &ch, keys).unwrap();
-    }
+/// 1.1.0 installed into B from A, booted and committed by cairn-mark-good
+/// (A 1/3/1, B 2/3/1), and B's agent saw that: returns B's agent.
+fn committed_on_b(w: &World) -> Agent {
+    w.updated_agent(Slot::A, "1.0.0");
+    w.set_attrs(Attrs::new(1, 3, true), Attrs::new(2, 3, true));
+    let on_b = w.agent(Slot::B, "1.1.0");
+    on_b.reconcile().unwrap();
+    on_b
 }
 
 fn good() -> Attrs {
@@ -156,9 +73,9 @@ fn good() -> Attrs {
 /// proven fallback, stays (1,0,1) and untouched until B is committed.
 #[test]
 fn nothing_writes_the_fallback_while_the_booted_slot_is_on_trial() {
-    let w = World::new();
+    let w = world();
     let on_trial = Attrs::new(2, 2, false);
-    w.set(good(), on_trial);
+    w.set_attrs(good(), on_trial);
     w.publish("1.2.0", 3);
     let before = w.snapshot(Slot::A);
 
@@ -166,7 +83,7 @@ fn nothing_writes_the_fallback_while_the_booted_slot_is_on_trial() {
     // Checking is harmless and still says what is available...
     let entry = agent.check().unwrap().decision.chosen.unwrap();
     assert_eq!(entry.version.as_str(), "1.2.0");
-    let state_before = w.state_files();
+    let state_before = state_files(&w);
     // ...but applying it is refused before anything is fetched or written.
     let sent = w
         .server
@@ -183,7 +100,7 @@ fn nothing_writes_the_fallback_while_the_booted_slot_is_on_trial() {
     assert!(!text.contains('\n'), "one line: {text}");
     assert_eq!(w.attrs(), (good(), on_trial), "the fallback's bits changed");
     assert_eq!(w.snapshot(Slot::A), before, "the fallback was written");
-    assert_eq!(w.state_files(), state_before, "state was written");
+    assert_eq!(state_files(&w), state_before, "state was written");
     assert_eq!(
         w.server
             .faults
@@ -196,7 +113,7 @@ fn nothing_writes_the_fallback_while_the_booted_slot_is_on_trial() {
     assert!(agent.history().unwrap().failed.is_empty());
 
     // cairn-mark-good commits B: now A may be (and is) overwritten.
-    w.set(good(), Attrs::new(2, 0, true));
+    w.set_attrs(good(), Attrs::new(2, 0, true));
     let out = agent.apply(&entry, &mut |_| {}).unwrap();
     assert_eq!(out.slot, "a");
     assert_eq!(w.attrs(), (Attrs::new(2, 3, false), Attrs::new(1, 0, true)));
@@ -206,20 +123,20 @@ fn nothing_writes_the_fallback_while_the_booted_slot_is_on_trial() {
 /// other slot untouched.
 #[test]
 fn cairnctl_update_refuses_on_trial_in_one_line() {
-    let w = World::new();
+    let w = world();
     // cairnctl_args boots slot a: a is the slot on trial, b the fallback.
     let on_trial = Attrs::new(2, 2, false);
-    w.set(on_trial, good());
+    w.set_attrs(on_trial, good());
     let before = w.snapshot(Slot::B);
-    let (ok, out, err) = w.cairnctl(&["update", "--now"]);
+    let (ok, out, err) = cairnctl(&w, &["update", "--now"]);
     assert!(!ok, "{out}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("cairnctl: slot a is on trial"), "{err}");
     assert_eq!(w.attrs(), (on_trial, good()));
     assert_eq!(w.snapshot(Slot::B), before);
     // Committed: the same command installs.
-    w.set(Attrs::new(1, 0, true), Attrs::new(0, 0, false));
-    let (ok, out, err) = w.cairnctl(&["update", "--now"]);
+    w.set_attrs(Attrs::new(1, 0, true), Attrs::new(0, 0, false));
+    let (ok, out, err) = cairnctl(&w, &["update", "--now"]);
     assert!(ok, "{err}");
     assert!(out.contains("written to slot b"), "{out}");
 }
@@ -231,10 +148,8 @@ fn cairnctl_update_refuses_on_trial_in_one_line() {
 /// `cairnctl update --version 1.1` installs it on purpose and clears the mark.
 #[test]
 fn a_manual_rollback_sticks_until_the_version_is_asked_for() {
-    let w = World::new();
-    let on_a = w.agent(Slot::A, "1.0.0");
-    let entry = on_a.check().unwrap().decision.chosen.unwrap();
-    on_a.apply(&entry, &mut |_| {}).unwrap();
+    let w = world();
+    let _on_a = w.updated_agent(Slot::A, "1.0.0");
     // B booted and was marked good.
     w.target
         .set_attrs(&[(Slot::B, Attrs::new(2, 0, true))])
@@ -258,10 +173,10 @@ fn a_manual_rollback_sticks_until_the_version_is_asked_for() {
     assert!(on_a.reconcile().unwrap().is_empty());
     let c = on_a.check().unwrap();
     assert!(c.decision.chosen.is_none(), "{:?}", c.decision);
-    let (ok, out, err) = w.cairnctl(&["check", "--now"]);
+    let (ok, out, err) = cairnctl(&w, &["check", "--now"]);
     assert!(ok, "{err}");
     assert!(out.contains("no update for 1.0.0"), "{out}");
-    let (ok, out, err) = w.cairnctl(&["history"]);
+    let (ok, out, err) = cairnctl(&w, &["history"]);
     assert!(ok, "{err}");
     assert!(
         out.contains("never again: 1.1.0: abandoned by manual rollback"),
@@ -270,15 +185,15 @@ fn a_manual_rollback_sticks_until_the_version_is_asked_for() {
     assert!(out.contains("rollback"), "{out}");
 
     // The operator wants it back, by name (another spelling of the version).
-    let (ok, out, err) = w.cairnctl(&["update", "--version", "1.1"]);
+    let (ok, out, err) = cairnctl(&w, &["update", "--version", "1.1"]);
     assert!(ok, "{err}");
     assert!(out.contains("1.1.0 written to slot b"), "{out}");
     assert!(on_a.history().unwrap().failed.is_empty());
     // What the channel does not offer, or a downgrade, is refused by name.
-    let (ok, _, err) = w.cairnctl(&["update", "--version", "7.0.0"]);
+    let (ok, _, err) = cairnctl(&w, &["update", "--version", "7.0.0"]);
     assert!(!ok);
     assert!(err.contains("version 7.0.0: not offered"), "{err}");
-    let (ok, _, err) = w.cairnctl(&["update", "--version", "1.0.0"]);
+    let (ok, _, err) = cairnctl(&w, &["update", "--version", "1.0.0"]);
     assert!(!ok);
     assert!(err.contains("not newer than the booted 1.0.0"), "{err}");
 }
@@ -290,15 +205,13 @@ fn a_manual_rollback_sticks_until_the_version_is_asked_for() {
 /// is refused even though the clock says it is still valid.
 #[test]
 fn a_clock_far_in_the_past_is_raised_to_the_floor() {
-    let w = World::new();
-    let agent = w.agent(Slot::A, "1.0.0");
-    let entry = agent.check().unwrap().decision.chosen.unwrap();
-    agent.apply(&entry, &mut |_| {}).unwrap();
+    let w = world();
+    let agent = w.updated_agent(Slot::A, "1.0.0");
     // The manifests are built at NOW - 1 day.
     let seen = agent.state.trust().unwrap().signed_time;
     assert_eq!(seen, NOW - 86_400);
     // A frozen channel: validly signed, expired two days before NOW.
-    w.rewrite_channel(&fixture::repo_keys(), |ch| {
+    rewrite_channel(&w, &fixture::repo_keys(), |ch| {
         ch.version += 1;
         ch.expires = NOW - 2 * 86_400;
     });
@@ -322,7 +235,7 @@ fn a_clock_far_in_the_past_is_raised_to_the_floor() {
 /// recovers.
 #[test]
 fn a_clock_far_in_the_future_is_named_and_does_not_lock_the_host_out() {
-    let w = World::new();
+    let w = world();
     let mut agent = w.agent(Slot::A, "1.0.0");
     agent.clock = Some(3_881_605_445); // 2092-12-31
     let err = agent.check().unwrap_err();
@@ -348,25 +261,25 @@ fn a_clock_far_in_the_future_is_named_and_does_not_lock_the_host_out() {
 /// were reset. Without a rotation, the mark still holds.
 #[test]
 fn a_key_rotation_resets_the_channel_high_water_marks() {
-    let w = World::new();
+    let w = world();
     let stolen = fixture::repo_keys();
-    w.rewrite_channel(&stolen, |ch| ch.version = u64::MAX);
+    rewrite_channel(&w, &stolen, |ch| ch.version = u64::MAX);
     let agent = w.agent(Slot::A, "1.0.0");
     assert_eq!(agent.check().unwrap().channel_version, u64::MAX);
     // Before a rotation, the legitimate channel (version 2) is a rollback.
-    w.rewrite_channel(&stolen, |ch| ch.version = 2);
+    rewrite_channel(&w, &stolen, |ch| ch.version = 2);
     let err = agent.check().unwrap_err().to_string();
     assert!(err.contains("rollback attack"), "{err}");
 
     let new = [KeyPair::from_seed([20; 32])];
     release_repo::rotate_keys(&w.repo, &stolen, &new, 1, NOW + 90 * 86_400).unwrap();
-    w.rewrite_channel(&new, |ch| ch.version = 1);
+    rewrite_channel(&w, &new, |ch| ch.version = 1);
     let c = agent.check().unwrap();
     assert_eq!((c.root_version, c.channel_version), (2, 1));
     assert_eq!(c.decision.chosen.unwrap().version.as_str(), "1.1.0");
     assert_eq!(agent.state.trust().unwrap().channels["stable"], 1);
     // The new marks hold again: an older channel under the new keys is refused.
-    w.rewrite_channel(&new, |ch| ch.version = 0);
+    rewrite_channel(&w, &new, |ch| ch.version = 0);
     let err = agent.check().unwrap_err().to_string();
     assert!(err.contains("rollback attack"), "{err}");
 }
@@ -375,16 +288,16 @@ fn a_key_rotation_resets_the_channel_high_water_marks() {
 /// the root it trusted, and a rotation after the upgrade still resets them.
 #[test]
 fn marks_from_an_older_trust_file_are_reset_by_a_later_rotation() {
-    let w = World::new();
+    let w = world();
     let stolen = fixture::repo_keys();
-    w.rewrite_channel(&stolen, |ch| ch.version = u64::MAX);
+    rewrite_channel(&w, &stolen, |ch| ch.version = u64::MAX);
     let state = w.dir.join("state");
     std::fs::create_dir_all(&state).unwrap();
     let old = serde_json::json!({ "root": w.root, "channels": { "stable": u64::MAX } });
     std::fs::write(state.join("trust.json"), old.to_string()).unwrap();
     let new = [KeyPair::from_seed([21; 32])];
     release_repo::rotate_keys(&w.repo, &stolen, &new, 1, NOW + 90 * 86_400).unwrap();
-    w.rewrite_channel(&new, |ch| ch.version = 3);
+    rewrite_channel(&w, &new, |ch| ch.version = 3);
     let c = w.agent(Slot::A, "1.0.0").check().unwrap();
     assert_eq!(c.channel_version, 3);
 }
@@ -397,17 +310,16 @@ fn the_service_waits_for_the_trial_and_then_installs() {
     use std::io::Read;
     use std::os::unix::net::UnixDatagram;
 
-    let w = World::new();
+    let w = world();
     std::fs::write(
         w.dir.join("config.toml"),
         "[update]\nchannel = \"stable\"\ninterval_minutes = 60\nreboot = \"off\"\n",
     )
     .unwrap();
     // The service runs on the real clock: a release whose wave has started.
-    let r = fixture::make_release(&w.dir.join("build"), "1.2.0", USR, CHUNK, 4).unwrap();
-    fixture::publish(&w.repo, &r, Wave::immediate(0)).unwrap();
+    fixture::publish(&w.repo, &w.release("1.2.0", 4), Wave::immediate(0)).unwrap();
     let on_trial = Attrs::new(2, 2, false);
-    w.set(on_trial, good());
+    w.set_attrs(on_trial, good());
     let before = w.snapshot(Slot::B);
     let notify = w.dir.join("notify.sock");
     let sock = UnixDatagram::bind(&notify).unwrap();
@@ -471,7 +383,7 @@ fn the_service_waits_for_the_trial_and_then_installs() {
     );
 
     // cairn-mark-good committed slot a.
-    w.set(Attrs::new(2, 0, true), Attrs::new(1, 0, true));
+    w.set_attrs(Attrs::new(2, 0, true), Attrs::new(1, 0, true));
     let mut daemon = run(&w.dir.join("updated2.log"));
     let s = status();
     let _ = daemon.kill();
@@ -488,16 +400,10 @@ fn the_service_waits_for_the_trial_and_then_installs() {
 /// next check installs nothing.
 #[test]
 fn a_committed_slot_the_boot_manager_gave_up_is_recorded_once() {
-    let w = World::new();
-    let on_a = w.agent(Slot::A, "1.0.0");
-    let entry = on_a.check().unwrap().decision.chosen.unwrap();
-    on_a.apply(&entry, &mut |_| {}).unwrap();
-    // B booted and cairn-mark-good committed it; its agent saw that.
-    w.set(Attrs::new(1, 3, true), Attrs::new(2, 3, true));
-    let on_b = w.agent(Slot::B, "1.1.0");
-    on_b.reconcile().unwrap();
+    let w = world();
+    let _on_b = committed_on_b(&w);
     // K boots of B died; the boot manager chose A and gave B up.
-    w.set(Attrs::new(1, 2, true), Attrs::new(0, 0, true));
+    w.set_attrs(Attrs::new(1, 2, true), Attrs::new(0, 0, true));
     let on_a = w.agent(Slot::A, "1.0.0");
     let notes = on_a.reconcile().unwrap();
     assert_eq!(notes.len(), 1, "{notes:?}");
@@ -522,13 +428,8 @@ fn a_committed_slot_the_boot_manager_gave_up_is_recorded_once() {
 /// update writes over it before the reboot that finishes the rollback.
 #[test]
 fn a_rollback_arms_its_target_and_nothing_writes_it_before_the_reboot() {
-    let w = World::new();
-    let on_a = w.agent(Slot::A, "1.0.0");
-    let entry = on_a.check().unwrap().decision.chosen.unwrap();
-    on_a.apply(&entry, &mut |_| {}).unwrap();
-    w.set(Attrs::new(1, 3, true), Attrs::new(2, 3, true));
-    let on_b = w.agent(Slot::B, "1.1.0");
-    on_b.reconcile().unwrap();
+    let w = world();
+    let on_b = committed_on_b(&w);
     on_b.rollback().unwrap();
     let k = gpt_slots::DEFAULT_COMMITTED_TRIES;
     assert_eq!(w.attrs(), (Attrs::new(2, k, true), Attrs::new(1, 3, true)));

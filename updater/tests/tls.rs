@@ -10,21 +10,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use cairn_updater::Agent;
 use cairn_updater::config::UpdateConfig;
-use cairn_updater::fixture::{self, Server};
+use cairn_updater::fixture;
 use cairn_updater::http::{FetchError, Http, HttpOptions};
-use cairn_updater::{Agent, Target};
 use disk_layout::Slot;
 use gpt_slots::Attrs;
-use release_repo::Root;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+/// `fixture::fast_http` with 5 s timeouts and one attempt.
 fn http() -> HttpOptions {
+    let timeout = Duration::from_secs(5);
     HttpOptions {
-        stall_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(5),
+        stall_timeout: timeout,
+        connect_timeout: timeout,
         attempts: 1,
-        retry_pause: Duration::from_millis(10),
+        ..fixture::fast_http()
     }
 }
 
@@ -146,57 +147,43 @@ fn serve_tls(
     tls.flush()
 }
 
+/// A `fixture::World` (a repository with 1.1.0, a host on 1.0.0 booted from
+/// slot a) whose repository server is behind a TLS front with its own CA.
 struct World {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    root: Root,
-    target: Target,
-    server: Server,
+    host: fixture::World,
     pki: Pki,
     front: TlsFront,
     ca_file: PathBuf,
 }
 
+impl std::ops::Deref for World {
+    type Target = fixture::World;
+
+    fn deref(&self) -> &fixture::World {
+        &self.host
+    }
+}
+
 impl World {
     fn new() -> World {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let r1 = fixture::make_release(&dir.join("build"), "1.1.0", 600_000, 64 << 10, 2).unwrap();
-        let root = fixture::make_repo(&dir.join("repo"), &[&r1]).unwrap();
-        let target = fixture::make_target(&dir.join("host"), 4 << 20).unwrap();
-        let server = Server::start(&dir.join("repo")).unwrap();
+        let host = fixture::World::new(&[("1.1.0", 2)], 600_000, 64 << 10, 4 << 20);
         let pki = make_pki("cairn");
-        let front = tls_front(&pki, &server.url);
-        let ca_file = dir.join("ca.pem");
+        let front = tls_front(&pki, &host.server.url);
+        let ca_file = host.dir.join("ca.pem");
         std::fs::write(&ca_file, &pki.ca_pem).unwrap();
         World {
-            _tmp: tmp,
-            dir,
-            root,
-            target,
-            server,
+            host,
             pki,
             front,
             ca_file,
         }
     }
 
+    /// The host's agent, fetching with `http`.
     fn agent(&self, http: Http) -> Agent {
-        let mut a = fixture::agent(
-            &self.target,
-            &self.dir.join("state"),
-            &self.front.url,
-            &self.root,
-            Slot::A,
-            "1.0.0",
-            self::http(),
-        );
+        let mut a = self.host.agent(Slot::A, "1.0.0");
         a.http = http;
         a
-    }
-
-    fn backend_log(&self) -> Vec<String> {
-        self.server.faults.log.lock().unwrap().clone()
     }
 }
 
@@ -215,10 +202,8 @@ fn an_update_over_https_from_a_private_ca() {
     ))
     .unwrap();
     let agent = w.agent(cfg.http(http()).unwrap());
-    let entry = agent.check().unwrap().decision.chosen.unwrap();
-    agent.apply(&entry, &mut |_| {}).unwrap();
-    let b = w.target.read_attrs().unwrap().get(Slot::B);
-    assert_eq!(b, Attrs::new(2, 3, false));
+    fixture::install(&agent);
+    assert_eq!(w.attrs().1, Attrs::new(2, 3, false));
     assert!(w.front.handshakes.load(Ordering::SeqCst) > 5);
 }
 
@@ -243,7 +228,7 @@ fn a_server_certificate_from_another_ca_is_refused() {
     assert!(err.to_string().to_lowercase().contains("issuer"), "{err}");
     // Nothing was asked of the repository behind the TLS server.
     assert_eq!(w.front.handshakes.load(Ordering::SeqCst), 0);
-    assert!(w.backend_log().is_empty(), "{:?}", w.backend_log());
+    assert!(w.server.log().is_empty(), "{:?}", w.server.log());
 }
 
 #[test]
@@ -263,7 +248,7 @@ fn a_redirect_from_https_to_http_is_refused() {
         "{text}"
     );
     // Refused before connecting: the plain server saw no request.
-    assert!(w.backend_log().is_empty(), "{:?}", w.backend_log());
+    assert!(w.server.log().is_empty(), "{:?}", w.server.log());
     // A redirect that stays on https is followed.
     let body = http
         .get("to-https/channels/stable.json", 1 << 20, None)

@@ -5,101 +5,20 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cairn_updater::fixture::{self, NOW, Server};
-use cairn_updater::http::HttpOptions;
+use cairn_updater::fixture::{self, NOW, World};
 use cairn_updater::{Agent, Target};
 use disk_layout::Slot;
 use gpt_slots::Attrs;
-use release_manifest::{KeyPair, Manifest};
+use release_manifest::KeyPair;
 use release_repo::{Root, Wave};
 use sha2::{Digest, Sha256};
 
 const USR: u64 = 1_200_000;
 const CHUNK: u64 = 64 << 10;
 
-fn http() -> HttpOptions {
-    HttpOptions {
-        stall_timeout: Duration::from_secs(2),
-        connect_timeout: Duration::from_secs(2),
-        attempts: 3,
-        retry_pause: Duration::from_millis(10),
-    }
-}
-
-struct World {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    repo: PathBuf,
-    root: Root,
-    target: Target,
-    server: Server,
-}
-
-impl World {
-    /// Repository with 1.0.0 and 1.1.0; host booted from A running 1.0.0.
-    fn new() -> World {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let r0 = fixture::make_release(&dir.join("build"), "1.0.0", USR, CHUNK, 1).unwrap();
-        let r1 = fixture::make_release(&dir.join("build"), "1.1.0", USR, CHUNK, 2).unwrap();
-        let repo = dir.join("repo");
-        let root = fixture::make_repo(&repo, &[&r0, &r1]).unwrap();
-        let target = fixture::make_target(&dir.join("host"), 4 << 20).unwrap();
-        let server = Server::start(&repo).unwrap();
-        World {
-            _tmp: tmp,
-            dir,
-            repo,
-            root,
-            target,
-            server,
-        }
-    }
-
-    fn agent(&self, booted: Slot, version: &str) -> Agent {
-        fixture::agent(
-            &self.target,
-            &self.dir.join("state"),
-            &self.server.url,
-            &self.root,
-            booted,
-            version,
-            http(),
-        )
-    }
-
-    fn attrs(&self) -> (Attrs, Attrs) {
-        let a = self.target.read_attrs().unwrap();
-        (a.get(Slot::A), a.get(Slot::B))
-    }
-
-    /// sha256 of slot A and of every file under the ESP's cairn/a.
-    fn active_snapshot(&self) -> Vec<(String, [u8; 32])> {
-        let mut out = vec![(
-            "slot a".to_string(),
-            Sha256::digest(fixture::read_all(&self.target.slot_a).unwrap()).into(),
-        )];
-        let dir = self.target.esp_dir(Slot::A);
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        names.sort();
-        for p in names {
-            out.push((
-                p.display().to_string(),
-                Sha256::digest(std::fs::read(&p).unwrap()).into(),
-            ));
-        }
-        out
-    }
-
-    fn manifest(&self, version: &str) -> Manifest {
-        let d = self
-            .repo
-            .join(format!("releases/{}/{version}", fixture::BOARD));
-        Manifest::load(&d, &[fixture::build_key().public()], 1).unwrap()
-    }
+/// Repository with 1.0.0 and 1.1.0; host booted from A running 1.0.0.
+fn world() -> World {
+    World::new(&[("1.0.0", 1), ("1.1.0", 2)], USR, CHUNK, 4 << 20)
 }
 
 fn fresh() -> (Attrs, Attrs) {
@@ -122,8 +41,8 @@ fn update_err(agent: &Agent) -> String {
 
 #[test]
 fn full_update_writes_only_the_inactive_slot() {
-    let w = World::new();
-    let before = w.active_snapshot();
+    let w = world();
+    let before = w.snapshot(Slot::A);
     let agent = w.agent(Slot::A, "1.0.0");
     let check = agent.check().unwrap();
     let entry = check.decision.chosen.clone().unwrap();
@@ -150,7 +69,7 @@ fn full_update_writes_only_the_inactive_slot() {
         assert!(w.target.esp_dir(Slot::B).join(f).exists(), "{f}");
         assert!(!w.target.esp_dir(Slot::B).join(format!("{f}.tmp")).exists());
     }
-    assert_eq!(w.active_snapshot(), before, "the active slot was touched");
+    assert_eq!(w.snapshot(Slot::A), before, "the active slot was touched");
     // The GPT is still valid for other tools.
     if let Ok(o) = std::process::Command::new("sgdisk")
         .arg("-v")
@@ -170,7 +89,7 @@ fn full_update_writes_only_the_inactive_slot() {
 
 #[test]
 fn the_active_slot_is_never_opened_for_writing() {
-    let w = World::new();
+    let w = world();
     let err = w
         .target
         .open_slot_for_write(Slot::A, Slot::A)
@@ -192,11 +111,10 @@ fn the_active_slot_is_never_opened_for_writing() {
 
 #[test]
 fn resumes_after_the_server_drops_the_connection_mid_chunk() {
-    let w = World::new();
+    let w = world();
     *w.server.faults.drop_once.lock().unwrap() = Some(("chunks/".into(), 20_000));
     let agent = w.agent(Slot::A, "1.0.0");
-    let entry = agent.check().unwrap().decision.chosen.unwrap();
-    let out = agent.apply(&entry, &mut |_| {}).unwrap();
+    let out = fixture::install(&agent);
     assert_eq!(w.attrs().1, Attrs::new(2, 3, false));
     let log = w.server.faults.log.lock().unwrap().clone();
     assert!(
@@ -221,7 +139,7 @@ fn resumes_after_the_server_drops_the_connection_mid_chunk() {
 
 #[test]
 fn resumes_from_the_first_unverified_chunk_after_a_restart() {
-    let w = World::new();
+    let w = world();
     let mut agent = w.agent(Slot::A, "1.0.0");
     agent.stop_after_chunks = Some(5);
     let entry = agent.check().unwrap().decision.chosen.unwrap();
@@ -235,8 +153,7 @@ fn resumes_from_the_first_unverified_chunk_after_a_restart() {
     // A new process: resumes at chunk 5, downloading each remaining chunk once.
     let agent = w.agent(Slot::A, "1.0.0");
     let sent_before = w.server.faults.sent.load(Ordering::SeqCst);
-    let entry = agent.check().unwrap().decision.chosen.unwrap();
-    let out = agent.apply(&entry, &mut |_| {}).unwrap();
+    let out = fixture::install(&agent);
     assert_eq!(out.chunks_resumed, 5);
     let m = w.manifest("1.1.0");
     let usr = m.image("usr").unwrap();
@@ -263,11 +180,11 @@ fn resumes_from_the_first_unverified_chunk_after_a_restart() {
 
 /// Every attack: refused with a message naming it, B stays (0,0,0), A untouched.
 fn assert_refused(w: &World, agent: &Agent, expect: &str) {
-    let before = w.active_snapshot();
+    let before = w.snapshot(Slot::A);
     let err = update_err(agent);
     assert!(err.contains(expect), "expected {expect:?} in: {err}");
     assert_eq!(w.attrs(), fresh(), "after: {err}");
-    assert_eq!(w.active_snapshot(), before);
+    assert_eq!(w.snapshot(Slot::A), before);
 }
 
 fn chunk_path(w: &World, version: &str, index: usize) -> PathBuf {
@@ -277,7 +194,7 @@ fn chunk_path(w: &World, version: &str, index: usize) -> PathBuf {
 
 #[test]
 fn attack_tampered_chunk() {
-    let w = World::new();
+    let w = world();
     let p = chunk_path(&w, "1.1.0", 3);
     let mut b = std::fs::read(&p).unwrap();
     b[10] ^= 0xff;
@@ -287,7 +204,7 @@ fn attack_tampered_chunk() {
 
 #[test]
 fn attack_tampered_manifest() {
-    let w = World::new();
+    let w = world();
     let p = w
         .repo
         .join(format!("releases/{}/1.1.0/manifest.json", fixture::BOARD));
@@ -313,7 +230,7 @@ fn resign_channel(w: &World, keys: &[KeyPair]) {
 
 #[test]
 fn attack_wrong_key() {
-    let w = World::new();
+    let w = world();
     resign_channel(
         &w,
         &[KeyPair::from_seed([66; 32]), KeyPair::from_seed([67; 32])],
@@ -327,14 +244,14 @@ fn attack_wrong_key() {
 
 #[test]
 fn attack_too_few_signatures() {
-    let w = World::new();
+    let w = world();
     resign_channel(&w, &fixture::repo_keys()[..1]);
     assert_refused(&w, &w.agent(Slot::A, "1.0.0"), "only 1 of the 2 required");
 }
 
 #[test]
 fn attack_expired_metadata() {
-    let w = World::new();
+    let w = world();
     let mut agent = w.agent(Slot::A, "1.0.0");
     agent.clock = Some(NOW + 31 * 86_400);
     assert_refused(&w, &agent, "expired");
@@ -342,15 +259,14 @@ fn attack_expired_metadata() {
 
 #[test]
 fn attack_replayed_older_channel() {
-    let w = World::new();
+    let w = world();
     let ch = w.repo.join("channels/stable.json");
     let old = (
         std::fs::read(&ch).unwrap(),
         std::fs::read(w.repo.join("channels/stable.json.sig")).unwrap(),
     );
     // The host sees a newer channel version once...
-    let r2 = fixture::make_release(&w.dir.join("build"), "1.0.1", USR, CHUNK, 3).unwrap();
-    fixture::publish(&w.repo, &r2, Wave::immediate(NOW)).unwrap();
+    w.publish("1.0.1", 3);
     w.agent(Slot::A, "1.0.0").check().unwrap();
     // ...then a mirror serves the old, validly signed one.
     std::fs::write(&ch, old.0).unwrap();
@@ -360,7 +276,7 @@ fn attack_replayed_older_channel() {
 
 #[test]
 fn attack_downgrade_release() {
-    let w = World::new();
+    let w = world();
     // Booted 1.1.0: the validly signed 1.0.0 is never chosen.
     let agent = w.agent(Slot::A, "1.1.0");
     let c = agent.check().unwrap();
@@ -376,7 +292,7 @@ fn attack_downgrade_release() {
 
 #[test]
 fn attack_mix_and_match() {
-    let w = World::new();
+    let w = world();
     // 1.1.0's manifest replaced by 1.0.0's (validly signed by the build key).
     let d = |v: &str| w.repo.join(format!("releases/{}/{v}", fixture::BOARD));
     for f in ["manifest.json", "manifest.json.sig"] {
@@ -385,7 +301,7 @@ fn attack_mix_and_match() {
     assert_refused(&w, &w.agent(Slot::A, "1.0.0"), "1.1.0/manifest.json");
 
     // 1.1.0's manifest with 1.0.0's chunk bytes under its chunk names.
-    let w = World::new();
+    let w = world();
     let (old, new) = (chunk_path(&w, "1.0.0", 2), chunk_path(&w, "1.1.0", 2));
     std::fs::copy(&old, &new).unwrap();
     assert_refused(&w, &w.agent(Slot::A, "1.0.0"), "chunk 2");
@@ -393,7 +309,7 @@ fn attack_mix_and_match() {
 
 #[test]
 fn attack_endless_data() {
-    let w = World::new();
+    let w = world();
     *w.server.faults.extra.lock().unwrap() = Some(("manifest.json".into(), 10 << 20));
     assert_refused(&w, &w.agent(Slot::A, "1.0.0"), "endless data");
     *w.server.faults.extra.lock().unwrap() = Some(("chunks/".into(), 10 << 20));
@@ -404,7 +320,7 @@ fn attack_endless_data() {
 
 #[test]
 fn attack_rotation_without_the_old_threshold() {
-    let w = World::new();
+    let w = world();
     let attacker = KeyPair::from_seed([77; 32]);
     let next = Root::new(&[attacker.public()], 1, 2, NOW + 86_400);
     let doc = next.to_json();
@@ -420,7 +336,7 @@ fn attack_rotation_without_the_old_threshold() {
 
 #[test]
 fn a_proper_rotation_is_followed() {
-    let w = World::new();
+    let w = world();
     let new = [KeyPair::from_seed([20; 32])];
     release_repo::rotate_keys(&w.repo, &fixture::repo_keys(), &new, 1, NOW + 86_400 * 90).unwrap();
     let agent = w.agent(Slot::A, "1.0.0");
@@ -431,20 +347,11 @@ fn a_proper_rotation_is_followed() {
 
 #[test]
 fn a_stalled_server_times_out_with_a_clear_error() {
-    let w = World::new();
+    let mut w = world();
     w.server.faults.stall.store(true, Ordering::SeqCst);
-    let mut opts = http();
-    opts.stall_timeout = Duration::from_millis(700);
-    opts.attempts = 2;
-    let agent = fixture::agent(
-        &w.target,
-        &w.dir.join("state"),
-        &w.server.url,
-        &w.root,
-        Slot::A,
-        "1.0.0",
-        opts,
-    );
+    w.http.stall_timeout = Duration::from_millis(700);
+    w.http.attempts = 2;
+    let agent = w.agent(Slot::A, "1.0.0");
     let started = std::time::Instant::now();
     let err = agent.check().unwrap_err().to_string();
     assert!(err.contains("stalled server"), "{err}");
@@ -454,10 +361,8 @@ fn a_stalled_server_times_out_with_a_clear_error() {
 
 #[test]
 fn rollback_is_detected_and_the_version_never_retried() {
-    let w = World::new();
-    let agent = w.agent(Slot::A, "1.0.0");
-    let entry = agent.check().unwrap().decision.chosen.unwrap();
-    agent.apply(&entry, &mut |_| {}).unwrap();
+    let w = world();
+    let _agent = w.updated_agent(Slot::A, "1.0.0");
     // Three failed boots of B: the boot manager used every try, A booted again.
     w.target
         .set_attrs(&[(Slot::B, Attrs::new(2, 0, false))])
@@ -474,18 +379,15 @@ fn rollback_is_detected_and_the_version_never_retried() {
     assert!(c.decision.skipped.iter().any(|s| s.version == "1.1.0"
         && matches!(&s.skip, cairn_updater::plan::Skip::Failed { why } if why.contains("tries"))));
     // ...until a newer release appears.
-    let r = fixture::make_release(&w.dir.join("build"), "1.2.0", USR, CHUNK, 4).unwrap();
-    fixture::publish(&w.repo, &r, Wave::immediate(NOW)).unwrap();
+    w.publish("1.2.0", 4);
     let c = agent.check().unwrap();
     assert_eq!(c.decision.chosen.unwrap().version.as_str(), "1.2.0");
 }
 
 #[test]
 fn a_good_boot_is_committed_and_manual_rollback_goes_back() {
-    let w = World::new();
-    let agent = w.agent(Slot::A, "1.0.0");
-    let entry = agent.check().unwrap().decision.chosen.unwrap();
-    agent.apply(&entry, &mut |_| {}).unwrap();
+    let w = world();
+    let agent = w.updated_agent(Slot::A, "1.0.0");
     // Before the reboot nothing is settled.
     assert!(agent.reconcile().unwrap().is_empty());
     // B booted and cairn-mark-good marked it.
@@ -504,12 +406,18 @@ fn a_good_boot_is_committed_and_manual_rollback_goes_back() {
     // Manual rollback to A, which booted successfully before.
     let msg = on_b.rollback().unwrap();
     assert!(msg.contains("slot a boots next"), "{msg}");
-    assert_eq!(w.attrs(), (Attrs::new(2, 0, true), Attrs::new(1, 0, true)));
+    assert_eq!(
+        w.attrs(),
+        (
+            Attrs::new(2, gpt_slots::DEFAULT_COMMITTED_TRIES, true),
+            Attrs::new(1, 0, true)
+        )
+    );
 }
 
 #[test]
 fn rollback_refused_without_a_good_other_slot() {
-    let w = World::new();
+    let w = world();
     let agent = w.agent(Slot::A, "1.0.0");
     let err = agent.rollback().unwrap_err().to_string();
     assert!(
@@ -521,11 +429,10 @@ fn rollback_refused_without_a_good_other_slot() {
 
 #[test]
 fn waves_hold_a_release_back_until_the_hosts_turn() {
-    let w = World::new();
-    let r = fixture::make_release(&w.dir.join("build"), "1.2.0", USR, CHUNK, 5).unwrap();
+    let w = world();
     fixture::publish(
         &w.repo,
-        &r,
+        &w.release("1.2.0", 5),
         Wave {
             start: NOW - 100,
             duration: 1000,
@@ -574,7 +481,7 @@ fn waves_hold_a_release_back_until_the_hosts_turn() {
 
 #[test]
 fn boot_files_signed_by_an_untrusted_key_are_refused() {
-    let w = World::new();
+    let w = world();
     // A 1.2.0 whose manifest is signed by the build key but whose boot.sig is not.
     let r = fixture::make_release_with(
         &w.dir.join("build"),
@@ -601,7 +508,7 @@ fn boot_files_signed_by_an_untrusted_key_are_refused() {
 
 #[test]
 fn a_resume_onto_corrupted_bytes_fails_the_read_back_and_starts_over() {
-    let w = World::new();
+    let w = world();
     let mut agent = w.agent(Slot::A, "1.0.0");
     agent.stop_after_chunks = Some(4);
     let entry = agent.check().unwrap().decision.chosen.unwrap();
@@ -614,11 +521,11 @@ fn a_resume_onto_corrupted_bytes_fails_the_read_back_and_starts_over() {
     std::os::unix::fs::FileExt::write_all_at(&f, b"corrupt", 1000).unwrap();
     drop(f);
     let agent = w.agent(Slot::A, "1.0.0");
-    let before = w.active_snapshot();
+    let before = w.snapshot(Slot::A);
     let err = agent.apply(&entry, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("read-back check failed"), "{err}");
     assert_eq!(w.attrs(), fresh(), "an unverified slot was made bootable");
-    assert_eq!(w.active_snapshot(), before);
+    assert_eq!(w.snapshot(Slot::A), before);
     assert_eq!(agent.state.progress().unwrap().unwrap().chunks_verified, 0);
     // The next run rewrites every chunk and succeeds.
     let out = agent.apply(&entry, &mut |_| {}).unwrap();
@@ -628,10 +535,8 @@ fn a_resume_onto_corrupted_bytes_fails_the_read_back_and_starts_over() {
 
 #[test]
 fn a_crash_after_the_flip_is_settled_at_the_next_boot() {
-    let w = World::new();
-    let agent = w.agent(Slot::A, "1.0.0");
-    let entry = agent.check().unwrap().decision.chosen.unwrap();
-    agent.apply(&entry, &mut |_| {}).unwrap();
+    let w = world();
+    let agent = w.updated_agent(Slot::A, "1.0.0");
     // Simulate the crash window: the GPT says (2,3,0) but progress still says writing.
     let mut p = agent.state.progress().unwrap().unwrap();
     p.phase = cairn_updater::state::Phase::Writing;

@@ -399,6 +399,30 @@ pub(crate) fn wait_committed(vm: &mut Vm) -> Result<()> {
     Ok(())
 }
 
+/// The whole text of console line `n` (a line `wait_for` returned may
+/// still have been arriving).
+pub(crate) fn line_text(vm: &Vm, n: usize) -> String {
+    vm.lines_since(crate::Mark(0))
+        .into_iter()
+        .find(|l| l.n == n)
+        .map(|l| l.text)
+        .unwrap_or_default()
+}
+
+/// After slot b was chosen: b is refused and a chosen in the same firmware
+/// run. Returns the whole refusal line and a's choice.
+fn b_refused_then_a(vm: &mut Vm) -> Result<(String, crate::Line)> {
+    let refused = vm.wait_for("cairn-boot: slot b refused: ", ONE_ATTEMPT)?;
+    let a = vm.wait_for(Pattern::regex(CHOSEN)?, ONE_ATTEMPT)?;
+    ensure!(
+        parse_chosen(&a.text)?.0 == "a",
+        "after refusing b the boot manager chose {:?}",
+        a.text
+    );
+    // The refusal line is complete now that a later line arrived.
+    Ok((line_text(vm, refused.n), a))
+}
+
 /// Sets B to what an update leaves (prio 2, tries 3, not yet good) and
 /// checks A is the fresh fallback.
 fn arm_slot_b(disk: &Disk) -> Result<()> {
@@ -501,20 +525,7 @@ fn bad_signature_body(ctx: &mut Ctx) -> Result<()> {
         "first choice was {:?}, expected slot b with tries 3 -> 2",
         b.text
     );
-    let refused = vm.wait_for("cairn-boot: slot b refused: ", ONE_ATTEMPT)?;
-    let a = vm.wait_for(Pattern::regex(CHOSEN)?, ONE_ATTEMPT)?;
-    ensure!(
-        parse_chosen(&a.text)?.0 == "a",
-        "after refusing b the boot manager chose {:?}",
-        a.text
-    );
-    // The refusal line is complete now that a later line arrived.
-    let reason = vm
-        .lines_since(start)
-        .into_iter()
-        .find(|l| l.n == refused.n)
-        .map(|l| l.text)
-        .unwrap_or_default();
+    let (reason, a) = b_refused_then_a(&mut vm)?;
     ensure!(
         reason.contains("boot.sig does not match")
             && reason.contains("recording prio 2 tries 3 ok 0 -> prio 0 tries 0 ok 0"),
@@ -574,26 +585,13 @@ fn esp_read_error_body(ctx: &mut Ctx) -> Result<()> {
     let mut spec = spec(ctx, &disk.path)?;
     spec.blkdebug = Some(rules);
     let mut vm = ctx.vm(spec)?;
-    let start = vm.mark();
     let b = vm.wait_for(Pattern::regex(CHOSEN)?, TO_LOGIN)?;
     ensure!(
         parse_chosen(&b.text)?.0 == "b",
         "first choice was {:?}, expected slot b",
         b.text
     );
-    let refused = vm.wait_for("cairn-boot: slot b refused: ", ONE_ATTEMPT)?;
-    let a = vm.wait_for(Pattern::regex(CHOSEN)?, ONE_ATTEMPT)?;
-    ensure!(
-        parse_chosen(&a.text)?.0 == "a",
-        "after the read error the boot manager chose {:?}",
-        a.text
-    );
-    let reason = vm
-        .lines_since(start)
-        .into_iter()
-        .find(|l| l.n == refused.n)
-        .map(|l| l.text)
-        .unwrap_or_default();
+    let (reason, _) = b_refused_then_a(&mut vm)?;
     say(ctx, &format!("refusal: {reason}"));
     ensure!(
         reason.contains("cannot read")

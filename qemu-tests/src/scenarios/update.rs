@@ -200,22 +200,7 @@ fn rolled_back_and_not_retried(
     );
     // Two checks with v2 still offered: one at the service's start (already
     // under way), one forced by a restart. Neither may fetch v2 again.
-    let mark = log_len(server);
-    vm.run_ok(
-        "systemctl restart cairn-updated && timeout 120 sh -c \
-         'until systemctl show -p StatusText --value cairn-updated | grep -q \"up to date\"; do sleep 2; done'",
-        TO_LOGIN,
-    )
-    .context("waiting for a check after the rollback to find nothing to install")?;
-    let after = release_requests(server, mark, V2);
-    ensure!(
-        after.is_empty(),
-        "the agent fetched {V2} again after it rolled back: {after:?}"
-    );
-    ensure!(
-        log_len(server) > mark,
-        "the check after the restart never reached the repository"
-    );
+    not_fetched_again(vm, server, V2)?;
     let status = vm.run_ok("cairnctl status", SHELL_CMD)?;
     say(ctx, &format!("status:\n{}", status.trim()));
     Ok(())
@@ -255,20 +240,16 @@ pub(crate) fn boot_and_install(
     Ok((server, vm))
 }
 
-// ---- update ----------------------------------------------------------------
-
-/// v1 installs v2 by itself, reboots into USR-B, commits it; A stays the
-/// fallback.
-pub fn update(ctx: &mut Ctx) -> Result<()> {
-    let v2 = inputs(ctx)?.v2;
-    let (server, mut vm) = boot_and_install(ctx, &v2.join("release"), "immediate", "")?;
-    let slot = next_choice(&mut vm, TO_UPDATE).context("waiting for the reboot into v2")?;
+/// The reboot into the slot the updater flipped to: b is chosen, verified,
+/// and runs v2; logged in.
+pub(crate) fn comes_up_on_b(vm: &mut Vm, timeout: Duration) -> Result<()> {
+    let slot = next_choice(vm, timeout).context("waiting for the reboot into v2")?;
     ensure!(
         slot == "b",
         "after the update the boot manager chose slot {slot}"
     );
     vm.wait_for("cairn-boot: slot b boot files verified", ONE_ATTEMPT)?;
-    login(&mut vm)?;
+    login(vm)?;
     let facts = vm.run_ok(
         "cat /run/cairn/booted-slot; . /usr/lib/os-release; echo $IMAGE_VERSION",
         SHELL_CMD,
@@ -277,6 +258,39 @@ pub fn update(ctx: &mut Ctx) -> Result<()> {
         facts.split_whitespace().collect::<Vec<_>>() == ["b", V2],
         "running {facts:?}, expected slot b with {V2}"
     );
+    Ok(())
+}
+
+/// Logged in: a fresh check (cairn-updated restarted) finds nothing to
+/// install and fetches nothing of `version`.
+pub(crate) fn not_fetched_again(vm: &mut Vm, server: &Server, version: &str) -> Result<()> {
+    let mark = log_len(server);
+    vm.run_ok(
+        "systemctl restart cairn-updated && timeout 120 sh -c \
+         'until systemctl show -p StatusText --value cairn-updated | grep -q \"up to date\"; do sleep 2; done'",
+        TO_LOGIN,
+    )
+    .context("waiting for a check to find nothing to install")?;
+    let after = release_requests(server, mark, version);
+    ensure!(
+        after.is_empty(),
+        "the agent fetched {version} again: {after:?}"
+    );
+    ensure!(
+        log_len(server) > mark,
+        "the check after the restart never reached the repository"
+    );
+    Ok(())
+}
+
+// ---- update ----------------------------------------------------------------
+
+/// v1 installs v2 by itself, reboots into USR-B, commits it; A stays the
+/// fallback.
+pub fn update(ctx: &mut Ctx) -> Result<()> {
+    let v2 = inputs(ctx)?.v2;
+    let (server, mut vm) = boot_and_install(ctx, &v2.join("release"), "immediate", "")?;
+    comes_up_on_b(&mut vm, TO_UPDATE)?;
     let good = vm.run(
         "timeout 240 sh -c 'until systemctl is-active -q cairn-mark-good.service; do sleep 2; done'",
         TO_LOGIN,
