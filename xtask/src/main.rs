@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_runtime;
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fuzz the parsers of untrusted input (parser-fuzz) and print the counts.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +117,7 @@ fn run(cli: Cli) -> Result<()> {
             no_build,
         } => vmtest(&scenarios, arch(&a)?, !no_build),
         Cmd::Bench { name, args } => bench(&name, &args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
     }
 }
 
@@ -209,22 +213,68 @@ fn build_image_with(board: &str, out: &Path, extra: &[&str]) -> Result<PathBuf> 
 }
 
 fn test(no_vm: bool) -> Result<()> {
-    setup::setup()?;
-    setup::binfmt_arm64()?;
-    // Image-level tests build through cairn-build: have its artifacts ready.
-    for a in Arch::ALL {
-        artifacts(a)?;
+    let mut phases = Phases::default();
+    let _ = phases.time("setup", || {
+        setup::setup()?;
+        setup::binfmt_arm64()
+    }) && Arch::ALL.iter().all(|&a| {
+        // Image-level tests build through cairn-build: have its artifacts ready.
+        phases.time(&format!("compile: artifacts {}", a.name()), || artifacts(a))
+    }) && phases.time("cargo test --workspace --release", || {
+        // The image and firmware tests skip politely when run bare; here they must run.
+        sh(cargo()
+            .args(["test", "--workspace", "--release"])
+            .env("CAIRN_REQUIRE_IMAGE_TESTS", "1")
+            .env("CAIRN_REQUIRE_QEMU", "1"))
+    }) && (no_vm
+        || phases.time("VM scenarios x86_64 (images + runs)", || {
+            vmtest(&[], Arch::X86_64, true)
+        }) && phases.time("VM scenarios arm64 (image + boot)", || {
+            vmtest(&["boot".to_string()], Arch::Arm64, true)
+        }));
+    phases.print();
+    phases.result()
+}
+
+/// Wall time of each step of `cargo xtask test`, printed as a table at the
+/// end (per-scenario times are in the VM runner's PASS/FAIL lines).
+#[derive(Default)]
+struct Phases {
+    rows: Vec<(String, f64, bool)>,
+    error: Option<anyhow::Error>,
+}
+
+impl Phases {
+    /// Runs `f` and records its time; false (and the error kept) if it failed.
+    fn time(&mut self, name: &str, f: impl FnOnce() -> Result<()>) -> bool {
+        let t = std::time::Instant::now();
+        let r = f();
+        let ok = r.is_ok();
+        self.rows
+            .push((name.to_string(), t.elapsed().as_secs_f64(), ok));
+        if let Err(e) = r
+            && self.error.is_none()
+        {
+            self.error = Some(e);
+        }
+        ok
     }
-    // The image and firmware tests skip politely when run bare; here they must run.
-    sh(cargo()
-        .args(["test", "--workspace", "--release"])
-        .env("CAIRN_REQUIRE_IMAGE_TESTS", "1")
-        .env("CAIRN_REQUIRE_QEMU", "1"))?;
-    if no_vm {
-        return Ok(());
+
+    fn print(&self) {
+        let total: f64 = self.rows.iter().map(|r| r.1).sum();
+        println!("\n| phase | seconds | result |\n|---|---:|---|");
+        for (name, secs, ok) in &self.rows {
+            println!(
+                "| {name} | {secs:.0} | {} |",
+                if *ok { "ok" } else { "FAILED" }
+            );
+        }
+        println!("| total | {total:.0} | |");
     }
-    vmtest(&[], Arch::X86_64, true)?;
-    vmtest(&["boot".to_string()], Arch::Arm64, true)
+
+    fn result(self) -> Result<()> {
+        self.error.map_or(Ok(()), Err)
+    }
 }
 
 fn test_board(arch: Arch) -> &'static str {
