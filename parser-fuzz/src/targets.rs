@@ -1249,5 +1249,6 @@ mod tests {
             r.expect("tar seed");
             assert!(entries > 10, "{entries} entries");
         }
+        cleanup();
     }
 }
