@@ -1133,45 +1133,8 @@ fn host_config(data: &[u8]) -> u64 {
     )
 }
 
-const HOST_CONFIG: &str = r#"hostname = "cairn-test"
-[[users]]
-name = "root"
-password_hash = "$6$cairntest$abc"
-ssh_authorized_keys = ["ssh-ed25519 AAAAC3Nza c@d"]
-[[users]]
-name = "ops"
-[health]
-units = ["systemd-networkd.service"]
-commands = [["/usr/bin/true"]]
-settle_seconds = 5
-timeout_seconds = 180
-[update]
-url = "https://example.invalid/"
-anything = { nested = 1 }
-[containers]
-insecure_registries = ["10.0.2.2:5000"]
-[[containers.trust]]
-prefix = "*"
-accept_anything = true
-[[apps]]
-name = "web"
-image = "10.0.2.2:5000/test/web:1"
-command = ["/bin/httpd", "-f"]
-env = { KEY = "value" }
-volumes = ["data:/data", "/srv/x:/x:ro"]
-network = "private"
-ports = ["8080:80/tcp"]
-memory = "256M"
-cpus = 0.5
-pids = 200
-restart = "always"
-health = ["/bin/sh", "-c", "test -f /data/ok"]
-[[apps]]
-name = "db"
-image = "ghcr.io/acme/db@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-network = "host"
-notify = true
-"#;
+/// The full example of every host-config section (cairn-host's own).
+const HOST_CONFIG: &str = cairn_host::config::EXAMPLE;
 
 fn host_config_seeds() -> Vec<Vec<u8>> {
     let mut seeds = vec![

@@ -768,38 +768,8 @@ pub(crate) mod tests {
     const KEY: &str =
         "cairn-ed25519-public 02e55ad6cd7c1f0348df67ba845276cb1519a8882d8c7a9ef0f66836d4a89224";
 
-    /// The example of the design, in full.
-    pub(crate) const FULL: &str = r#"
-[containers]
-insecure_registries = ["10.0.2.2:5000"]
-[[containers.trust]]
-prefix = "10.0.2.2:5000/test/"
-accept_anything = true
-[[containers.trust]]
-prefix = "ghcr.io/acme"
-key = "cairn-ed25519-public 02e55ad6cd7c1f0348df67ba845276cb1519a8882d8c7a9ef0f66836d4a89224"
-[[apps]]
-name = "web"
-image = "10.0.2.2:5000/test/web:1"
-command = ["/bin/httpd", "-f"]
-env = { KEY = "value" }
-volumes = ["data:/data", "/srv/x:/x:ro"]
-network = "private"
-ports = ["8080:80/tcp"]
-memory = "256M"
-cpus = 0.5
-pids = 200
-restart = "always"
-health = ["/bin/sh", "-c", "test -f /data/ok"]
-boot_health = true
-read_write = false
-user = "1000:1000"
-[[apps]]
-name = "db"
-image = "ghcr.io/acme/db@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-network = "host"
-notify = true
-"#;
+    /// The full example: every section, every app setting.
+    pub(crate) const FULL: &str = crate::config::EXAMPLE;
 
     fn err(text: &str) -> String {
         match HostConfig::parse(text, SRC) {

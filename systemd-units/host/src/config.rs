@@ -498,6 +498,55 @@ pub fn check_unit_name(u: &str) -> Result<(), String> {
     }
 }
 
+/// A host config that uses every section and every app setting: the
+/// reference example of the tests (config, apps, units) and a seed of the
+/// host-config fuzz target.
+pub const EXAMPLE: &str = r#"hostname = "cairn-test"
+[[users]]
+name = "root"
+password_hash = "$6$cairntest$abc"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3Nza c@d"]
+[[users]]
+name = "ops"
+[health]
+units = ["systemd-networkd.service"]
+commands = [["/usr/bin/true"]]
+settle_seconds = 5
+timeout_seconds = 180
+[update]
+url = "https://example.invalid/"
+anything = { nested = 1 }
+[containers]
+insecure_registries = ["10.0.2.2:5000"]
+[[containers.trust]]
+prefix = "10.0.2.2:5000/test/"
+accept_anything = true
+[[containers.trust]]
+prefix = "ghcr.io/acme"
+key = "cairn-ed25519-public 02e55ad6cd7c1f0348df67ba845276cb1519a8882d8c7a9ef0f66836d4a89224"
+[[apps]]
+name = "web"
+image = "10.0.2.2:5000/test/web:1"
+command = ["/bin/httpd", "-f"]
+env = { KEY = "value" }
+volumes = ["data:/data", "/srv/x:/x:ro"]
+network = "private"
+ports = ["8080:80/tcp"]
+memory = "256M"
+cpus = 0.5
+pids = 200
+restart = "always"
+health = ["/bin/sh", "-c", "test -f /data/ok"]
+boot_health = true
+read_write = false
+user = "1000:1000"
+[[apps]]
+name = "db"
+image = "ghcr.io/acme/db@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+network = "host"
+notify = true
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,29 +562,7 @@ mod tests {
 
     #[test]
     fn full_example_parses() {
-        let text = r#"
-hostname = "cairn-test"
-[[users]]
-name = "root"
-password_hash = "$6$cairntest$abc"
-ssh_authorized_keys = ["ssh-ed25519 AAAAC3Nza c@d"]
-[[users]]
-name = "ops"
-[health]
-units = ["systemd-networkd.service"]
-commands = [["/usr/bin/true"]]
-settle_seconds = 5
-timeout_seconds = 180
-[update]
-url = "https://example.invalid/"
-anything = { nested = 1 }
-[[apps]]
-name = "web"
-image = "x"
-[[apps]]
-name = "db"
-image = "postgres:16"
-"#;
+        let text = EXAMPLE;
         let c = HostConfig::parse(text, SRC).expect("valid");
         assert_eq!(c.hostname.as_deref(), Some("cairn-test"));
         assert_eq!(c.users.len(), 2);
