@@ -155,8 +155,9 @@ fn gpt_is_clean_and_readable_by_standard_tools() {
         "sgdisk -v:\n{text}"
     );
 
-    // cgpt reads the ChromeOS-compatible bits we wrote: A (1,0,1), B (0,0,0).
-    for (part, want) in [(2, ("1", "0", "1")), (3, ("0", "0", "0"))] {
+    // cgpt reads the ChromeOS-compatible bits we wrote: A (1,K,1) with the
+    // board's K (3), armed like every committed slot; B (0,0,0).
+    for (part, want) in [(2, ("1", "3", "1")), (3, ("0", "0", "0"))] {
         let field = |flag: &str| {
             let (ok, text) = run(Command::new("cgpt")
                 .args(["show", "-i", &part.to_string(), flag])
@@ -315,6 +316,11 @@ fn erofs_is_clean_and_holds_the_rootfs_usr() {
     }
     assert!(checked > 3000, "only {checked} files compared");
     assert!(tree.join("lib/cairn/keys.json").is_file());
+    // K for cairn-mark-good and cairnctl rollback: the board's boot_tries.
+    assert_eq!(
+        std::fs::read_to_string(tree.join("lib/cairn/boot-tries")).unwrap(),
+        "3\n"
+    );
     assert!(
         tree.join("share/factory/etc/passwd").is_file(),
         "the factory /etc ships in /usr"
