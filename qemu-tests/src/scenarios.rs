@@ -106,13 +106,13 @@ static SCENARIOS: &[Scenario] = &[
         name: "update-during-trial",
         arches: BOTH,
         run: strand::update_during_trial,
-        seconds: 430,
+        seconds: 230,
     },
     Scenario {
         name: "rollback-after-commit",
         arches: BOTH,
         run: strand::rollback_after_commit,
-        seconds: 410,
+        seconds: 250,
     },
 ];
 
