@@ -174,8 +174,9 @@ fn set_mtimes(dir: &Path, epoch: u64) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn have(tool: &str) -> bool {
-        crate::tools::which(tool).is_some()
+    /// Present, or the test fails under `cargo xtask test` (skips when bare).
+    fn have(tool: &str, package: &str) -> bool {
+        host_tools::require(&[(tool, package)])
     }
 
     #[test]
@@ -190,7 +191,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         fat32(&b, 64, "ESP", &files, 1_700_000_000).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
-        if have("fsck.fat") {
+        if have("fsck.fat", "dosfstools") {
             let out = Command::new("fsck.fat").arg("-n").arg(&a).output().unwrap();
             assert!(
                 out.status.success(),
@@ -200,7 +201,7 @@ mod tests {
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(!text.contains("FAT16") && !text.contains("FAT12"), "{text}");
         }
-        if have("mtype") {
+        if have("mtype", "mtools") {
             let out = Command::new("mtype")
                 .env("MTOOLS_SKIP_CHECK", "1")
                 .arg("-i")
@@ -209,15 +210,12 @@ mod tests {
                 .output()
                 .unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), "console=ttyS0");
-        } else {
-            eprintln!("skipped the mtools read-back: mtools is not installed");
         }
     }
 
     #[test]
     fn ext4_skeleton_is_reproducible() {
-        if !have("mkfs.ext4") || !have("debugfs") {
-            eprintln!("skipped: e2fsprogs is not installed");
+        if !have("mkfs.ext4", "e2fsprogs") || !have("debugfs", "e2fsprogs") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -665,14 +665,6 @@ fn power_cut_with_reordered_writes() {
     }
 }
 
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 fn run(tool: &Path, args: &[&str]) -> String {
     let out = Command::new(tool).args(args).output().expect("run tool");
     let text =
@@ -693,10 +685,10 @@ fn write_image(dev: &MemDevice, dir: &Path) -> PathBuf {
 
 #[test]
 fn sgdisk_and_cgpt_agree_with_our_bits() {
-    let (Some(sgdisk), Some(cgpt)) = (tool("sgdisk"), tool("cgpt")) else {
-        eprintln!("SKIP: sgdisk or cgpt not installed");
+    if !host_tools::require(&[("sgdisk", "gdisk"), ("cgpt", "cgpt")]) {
         return;
-    };
+    }
+    let (sgdisk, cgpt) = (host_tools::path_of("sgdisk"), host_tools::path_of("cgpt"));
     let dir = tempfile::tempdir().expect("tempdir");
     let mut dev = make_image(512, 16);
     let img = write_image(&dev, dir.path());

@@ -9,28 +9,15 @@ use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cairn-run");
 
-/// Whether a test may run. Missing prerequisites fail under
-/// CAIRN_REQUIRE_IMAGE_TESTS=1 (CI) and skip with a reason otherwise.
+/// Whether a test may run: root and `tools` (see `host_tools`: missing ones
+/// fail under `cargo xtask test` and skip with a reason otherwise).
 pub fn prerequisites(tools: &[&str]) -> bool {
-    let mut missing = Vec::new();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        missing.push("root".to_string());
+        return host_tools::unavailable("these tests need root");
     }
-    for t in tools {
-        if which(t).is_none() {
-            missing.push(format!("{t} (Debian package {})", package_of(t)));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("missing: {}", missing.join(", "));
-    if std::env::var("CAIRN_REQUIRE_IMAGE_TESTS").as_deref() == Ok("1") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIP: {msg}");
-    false
+    let pairs: Vec<(&str, &str)> = tools.iter().map(|t| (*t, package_of(t))).collect();
+    host_tools::require(&pairs)
 }
 
 fn package_of(tool: &str) -> &str {
@@ -40,20 +27,7 @@ fn package_of(tool: &str) -> &str {
     }
 }
 
-pub fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(tool))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-                .iter()
-                .map(|d| Path::new(d).join(tool))
-                .find(|p| p.is_file())
-        })
-}
+pub use host_tools::which;
 
 /// A busybox-static rootfs with applet symlinks.
 pub fn busybox_rootfs(dir: &Path) {

@@ -10,15 +10,7 @@ use std::process::Command;
 use cairn_host::units::{self, Ensured};
 
 fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-    if !found {
-        if std::env::var_os("CAIRN_REQUIRE_IMAGE_TESTS").is_some_and(|v| v == "1") {
-            panic!("{tool} is missing (CAIRN_REQUIRE_IMAGE_TESTS=1): install the package `umoci`");
-        }
-        eprintln!("SKIP: {tool} is not installed");
-    }
-    found
+    host_tools::require(&[(tool, "umoci")])
 }
 
 fn run(cmd: &mut Command) {

@@ -13,29 +13,12 @@ const POLICY: &str = concat!(
     "/../systemd-units/usr/share/dbus-1/system.d/dev.cairn.Updater1.conf"
 );
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether all of `tools` are installed. If not, the test fails under
-/// CAIRN_REQUIRE_IMAGE_TESTS=1 and says it is skipped otherwise; `packages`
+/// Whether all of `tools` are installed (see `host_tools`: missing ones fail
+/// under `cargo xtask test` and skip with a reason otherwise); `packages`
 /// names the Debian packages that have them.
 pub fn have_tools(tools: &[&str], packages: &str) -> bool {
-    let missing: Vec<_> = tools.iter().filter(|t| !have(t)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("missing {missing:?} (Debian {packages})");
-    if std::env::var("CAIRN_REQUIRE_IMAGE_TESTS").as_deref() == Ok("1") {
-        panic!("{msg}");
-    }
-    eprintln!("skipping the D-Bus test: {msg}");
-    false
+    let pairs: Vec<(&str, &str)> = tools.iter().map(|t| (*t, packages)).collect();
+    host_tools::require(&pairs)
 }
 
 /// The default context of Debian's /usr/share/dbus-1/system.conf (connect,
