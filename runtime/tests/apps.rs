@@ -267,20 +267,6 @@ fn ps_exec_and_stop() {
     assert!(t.elapsed() < Duration::from_secs(8));
 }
 
-/// Whether nobody (65534, no groups) can run `path true` on the host.
-fn nobody_can_run(path: &Path) -> bool {
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        // Through a shell: setpriv itself keeps root's capabilities until
-        // its execve (CAP_DAC_OVERRIDE would reach any path), the shell it
-        // starts runs with none, as a host user's would.
-        .args(["/bin/sh", "-c", "exec \"$0\" true"])
-        .arg(path)
-        .status()
-        .unwrap()
-        .success()
-}
-
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
@@ -312,7 +298,10 @@ fn app_files_are_out_of_reach_of_host_users() {
         std::fs::create_dir_all(host.p(d)).unwrap();
         std::fs::set_permissions(host.p(d), p755()).unwrap();
     }
-    assert!(nobody_can_run(&image_su), "the control: the hole as it was");
+    assert!(
+        host_tools::nobody_can_run(&image_su),
+        "the control: the hole as it was"
+    );
 
     // The app's root makes a setuid copy in its writable layer.
     let out = host.run(
@@ -324,10 +313,10 @@ fn app_files_are_out_of_reach_of_host_users() {
     for d in ["images", "bundles", "containers"] {
         assert_eq!(mode(&host.p(d)), 0o700, "{d}");
     }
-    assert!(!nobody_can_run(&image_su));
+    assert!(!host_tools::nobody_can_run(&image_su));
     let upper_su = host.p("containers/suid/upper/busybox.made-suid");
     assert_eq!(mode(&upper_su), 0o4755);
-    assert!(!nobody_can_run(&upper_su));
+    assert!(!host_tools::nobody_can_run(&upper_su));
 
     // Running, as a non-root user: the app reaches its files, the host's
     // users do not reach them through the mounted rootfs.
@@ -370,7 +359,7 @@ fn app_files_are_out_of_reach_of_host_users() {
         mounted.join("busybox.made-suid"),
         mounted.join("bin/busybox.suid"),
     ] {
-        assert!(!nobody_can_run(&p), "{}", p.display());
+        assert!(!host_tools::nobody_can_run(&p), "{}", p.display());
     }
     host.ok(&["stop", "suid", "--time", "1"]);
     child.wait_with_output().unwrap();

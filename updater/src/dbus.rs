@@ -248,9 +248,7 @@ impl Service {
         });
         match &r {
             Ok(out) => self.set_state("ready", &to_json(out)),
-            Err(e @ (Error::OnTrial { .. } | Error::RollbackPending { .. })) => {
-                self.set_state("failed", &e.to_string())
-            }
+            Err(e) if e.waits_for_boot() => self.set_state("failed", &e.to_string()),
             Err(e) => self.set_state("failed", &format!("applying {}: {e}", entry.version)),
         }
         r.map(Some)

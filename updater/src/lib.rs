@@ -129,6 +129,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Not a failure but "not now": this boot must be committed, or a
+    /// rollback's reboot must happen, before the other slot may be written.
+    pub fn waits_for_boot(&self) -> bool {
+        matches!(self, Error::OnTrial { .. } | Error::RollbackPending { .. })
+    }
+
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io {
             what: what.into(),

@@ -53,6 +53,21 @@ pub fn path_of(tool: &str) -> PathBuf {
     which(tool).unwrap_or_else(|| Path::new(tool).to_path_buf())
 }
 
+/// Whether an unprivileged host user (nobody, 65534, no groups) can run
+/// `path true`: how a test shows that files of images and apps are out of
+/// reach of host users.
+pub fn nobody_can_run(path: &Path) -> bool {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        // Through a shell: setpriv itself keeps root's capabilities until
+        // its execve (CAP_DAC_OVERRIDE would reach any path), the shell it
+        // starts runs with none, as a host user's would.
+        .args(["/bin/sh", "-c", "exec \"$0\" true"])
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

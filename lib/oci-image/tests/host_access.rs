@@ -17,20 +17,6 @@ fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
-/// Whether nobody (65534, no groups) can run `path true`.
-fn nobody_can_run(path: &Path) -> bool {
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        // Through a shell: setpriv itself keeps root's capabilities until
-        // its execve (CAP_DAC_OVERRIDE would reach any path), the shell it
-        // starts runs with none, as a host user's would.
-        .args(["/bin/sh", "-c", "exec \"$0\" true"])
-        .arg(path)
-        .status()
-        .unwrap()
-        .success()
-}
-
 #[test]
 fn setuid_files_of_images_are_out_of_reach_of_host_users() {
     if !prerequisites(TOOLS) {
@@ -55,7 +41,10 @@ fn setuid_files_of_images_are_out_of_reach_of_host_users() {
     let su = image.rootfs.join("bin/busybox.suid");
     // The image is unpacked as it was built: the setuid bit is there.
     assert_eq!(mode(&su), 0o4755);
-    assert!(!nobody_can_run(&su), "nobody ran the image's setuid file");
+    assert!(
+        !host_tools::nobody_can_run(&su),
+        "nobody ran the image's setuid file"
+    );
     let stat = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "stat"])
         .arg(&su)
@@ -70,9 +59,12 @@ fn setuid_files_of_images_are_out_of_reach_of_host_users() {
 
     // A store made before (world-traversable) is tightened when opened.
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
-    assert!(nobody_can_run(&su), "the control: the hole, reopened");
+    assert!(
+        host_tools::nobody_can_run(&su),
+        "the control: the hole, reopened"
+    );
     let store = Store::open(&root).unwrap();
     assert_eq!(mode(&root), PRIVATE_DIR_MODE);
-    assert!(!nobody_can_run(&su));
+    assert!(!host_tools::nobody_can_run(&su));
     assert!(store.get("localhost/suid:1").is_ok());
 }

@@ -137,10 +137,7 @@ fn cycle(service: &Arc<Service>, cfg: &UpdateConfig) -> Result<String> {
         .to_string())
     };
     match service.agent.refuse_if_on_trial() {
-        Err(
-            e @ (cairn_updater::Error::OnTrial { .. }
-            | cairn_updater::Error::RollbackPending { .. }),
-        ) => return not_now(&e),
+        Err(e) if e.waits_for_boot() => return not_now(&e),
         Err(e) => return Err(e).context("reading the slot attributes"),
         Ok(()) => TRIAL_LOGGED.store(false, Ordering::Relaxed),
     }
@@ -164,10 +161,8 @@ fn cycle(service: &Arc<Service>, cfg: &UpdateConfig) -> Result<String> {
         let Some(r) = r else {
             return Ok("an update asked for over D-Bus is running".into());
         };
-        if let Err(
-            e @ (cairn_updater::Error::OnTrial { .. }
-            | cairn_updater::Error::RollbackPending { .. }),
-        ) = &r
+        if let Err(e) = &r
+            && e.waits_for_boot()
         {
             return not_now(e);
         }
