@@ -70,16 +70,9 @@ pub struct Preload {
     pub image: String,
 }
 
-/// Where preloaded layouts go in the image, under [`preload_name`] of their
-/// image (where cairn-config's `ensure-image` looks them up).
-pub const PRELOAD_DIR: &str = "usr/share/cairn/images";
-
-/// The reference with `:` as `+`: umoci and skopeo read `path:tag`, so the
-/// directory avoids `:`, and `+` never occurs in a reference. The same rule
-/// as systemd-units/host/src/units.rs `preload_name`.
-pub fn preload_name(image: &str) -> String {
-    image.replace(':', "+")
-}
+/// Where preloaded layouts go in the image, and their directory names (where
+/// cairn-config's `ensure-image` looks them up): disk-layout owns the rule.
+pub use disk_layout::board_files::{PRELOAD_DIR, preload_name};
 
 /// Parses `<dir>:<image>` (split at the first `:`; a relative dir is taken
 /// from `base`) and checks the layout. Errors are one line.

@@ -27,19 +27,9 @@ use cairn_build::board::{self, Board};
 pub use disk_layout::dev_key::SECRET as DEV_KEY_SECRET;
 const DEV_PUBLIC_LINE: &str = include_str!("../../keys/cairn-DEVELOPMENT-ONLY.public");
 
-/// Cairn's own programs in /usr: (cargo binary name, path in the image).
-pub const USR_BINARIES: &[(&str, &str)] = &[
-    ("cairn-config", "usr/lib/cairn/cairn-config"),
-    ("cairn-mark-good", "usr/lib/cairn/cairn-mark-good"),
-    (
-        "cairn-app-generator",
-        "usr/lib/systemd/system-generators/cairn-app-generator",
-    ),
-    ("cairn-updated", "usr/lib/cairn/cairn-updated"),
-    ("cairnctl", "usr/bin/cairnctl"),
-    // Static, libseccomp included (`cargo xtask artifacts`).
-    ("cairn-run", "usr/bin/cairn-run"),
-];
+/// Cairn's own programs in /usr: (cargo binary name, path in the image);
+/// disk-layout owns where each one lives.
+pub const USR_BINARIES: [(&str, &str); 6] = disk_layout::programs::ALL;
 
 pub struct Options {
     pub board: PathBuf,
@@ -85,27 +75,38 @@ fn source_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The programs a build puts into the image, found before anything is made.
+struct Inputs {
+    board: Board,
+    arch: Arch,
+    key: KeyPair,
+    dev: bool,
+    boot_efi: PathBuf,
+    boot_efi_bytes: Vec<u8>,
+    init: PathBuf,
+    init_hash: String,
+    usr_binaries: Vec<(PathBuf, &'static str)>,
+}
+
+/// /usr as the slot holds it (EROFS with its verity tree appended).
+struct UsrImage {
+    path: PathBuf,
+    verity: verity_tree::VerityInfo,
+}
+
+/// What goes into a slot's ESP folder, and the boot manager with the key.
+struct BootFiles {
+    cmdline: String,
+    slot_files: Vec<(&'static str, Vec<u8>)>,
+    efi: Vec<u8>,
+}
+
+/// The steps in order: inputs, work folder, rootfs, /usr, initramfs, the
+/// /usr image and its hash tree, signed boot files, the other filesystems,
+/// the disk, the release, build-info.json, then everything moved into place.
 pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
-    let mut board = board::load(&opts.board)?;
-    board
-        .add_preloads(&opts.preload_images)
-        .map_err(anyhow::Error::msg)?;
-    let arch = board.arch();
-    tools::require(tools::BUILD_TOOLS)?;
-    check_foreign_arch(arch)?;
-    let key = load_key(opts, progress)?;
-    let dev = is_dev_key(&key);
-    let boot_efi = artifact(
-        opts.boot_efi.as_deref(),
-        arch.uefi_target(),
-        "cairn-boot.efi",
-        arch,
-    )?;
-    let init = artifact(opts.init.as_deref(), arch.musl_target(), "cairn-init", arch)?;
-    let usr_binaries: Vec<(PathBuf, &str)> = USR_BINARIES
-        .iter()
-        .map(|(name, dest)| Ok((artifact(None, arch.musl_target(), name, arch)?, *dest)))
-        .collect::<Result<_>>()?;
+    let inputs = gather_inputs(opts, progress)?;
+    let (board, arch, key) = (&inputs.board, inputs.arch, &inputs.key);
     let out = prepare_out(&opts.out)?;
     let work = out.join(".cairn-build.tmp");
     if work.exists() {
@@ -114,7 +115,7 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
     fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
 
     let step = progress.step("bootstrap the Debian rootfs (mmdebstrap)");
-    let rootfs = rootfs::ensure(&board, &opts.cache, opts.epoch)?;
+    let rootfs = rootfs::ensure(board, &opts.cache, opts.epoch)?;
     step.done(&format!(
         "{} packages{}",
         rootfs.packages.len(),
@@ -125,162 +126,32 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
         }
     ));
     let epoch = opts.epoch.unwrap_or(rootfs.created);
-
-    let boot_efi_bytes =
-        fs::read(&boot_efi).with_context(|| format!("cannot read {}", boot_efi.display()))?;
-    check_pe(&boot_efi_bytes, arch).with_context(|| format!("{}", boot_efi.display()))?;
-    let init_hash = sha256_file(&init)?;
     let seed = Seed(sha256_json(&json!({
         "board": board,
         "version": opts.version,
         "epoch": epoch,
         "rootfs": rootfs.key,
         "packages": rootfs.packages,
-        "boot_manager": hex::encode(Sha256::digest(&boot_efi_bytes)),
-        "init": init_hash,
-        "usr_binaries": usr_binaries.iter().map(|(p, _)| sha256_file(p)).collect::<Result<Vec<_>>>()?,
+        "boot_manager": hex::encode(Sha256::digest(&inputs.boot_efi_bytes)),
+        "init": inputs.init_hash,
+        "usr_binaries": inputs.usr_binaries.iter().map(|(p, _)| sha256_file(p)).collect::<Result<Vec<_>>>()?,
         "key": key.key_id(),
     })));
 
-    let step = progress.step("stage /usr and the factory /etc");
     let stage_dir = work.join("stage");
-    stage::extract(&rootfs.tar, &stage_dir)?;
-    let key_name = format!(
-        "{}{}.pub",
-        if dev { "DEVELOPMENT-" } else { "" },
-        key.key_id()
-    );
-    let keys_json = serde_json::to_string_pretty(&json!([{
-        "id": key.key_id(), "public": key.public().to_line().trim(), "development": dev,
-    }]))?;
-    let staged = stage::customize(
-        &stage_dir,
-        &board,
-        &stage::CairnFiles {
-            version: &opts.version,
-            lockfile: &rootfs.packages,
-            keys: &[(key_name, key.public().to_line())],
-            keys_json,
-            units_dir: &source_root().join("systemd-units"),
-            binaries: &usr_binaries,
-            update_root: opts.update_root.as_deref(),
-            boot_tries: board.board.boot_tries,
-        },
-    )?;
-    step.done(&format!(
-        "kernel {}, {} modules kept, {} dropped",
-        staged.kver, staged.modules_kept, staged.modules_removed
-    ));
-
-    let step = progress.step("initramfs (cairn-init + modules)");
-    let initrd = initrd_pack::pack(&initrd_pack::PackSpec {
-        init: init.clone(),
-        arch,
-        modules: Some(initrd_pack::ModulesSpec {
-            dir: stage_dir.join("usr/lib/modules").join(&staged.kver),
-            names: board.initramfs.modules.clone(),
-        }),
-        mtime: u32::try_from(epoch).unwrap_or(0),
-    })?;
-    step.done(&format!("{} KiB", initrd.len() / 1024));
-
-    let step = progress.step("/usr as EROFS (lz4hc)");
-    let usr_img = work.join("usr.img");
-    fsimage::erofs(
-        &stage_dir.join("usr"),
-        &usr_img,
-        seed.guid("usr filesystem"),
-        epoch,
-    )?;
-    let erofs_size = fs::metadata(&usr_img)?.len();
-    step.done(&format!("{} MiB", erofs_size >> 20));
-
-    let step = progress.step("dm-verity hash tree");
-    let hash_offset = erofs_size.div_ceil(4096) * 4096;
-    let mut salt = [0u8; 32];
-    salt.copy_from_slice(&seed.bytes("verity salt"));
-    let verity = {
-        let mut f = OpenOptions::new().read(true).write(true).open(&usr_img)?;
-        verity_tree::format(
-            &mut f,
-            &verity_tree::Params {
-                data_blocks: hash_offset / 4096,
-                hash_offset,
-                salt,
-                uuid: seed.guid("verity superblock").to_be_bytes(),
-            },
-        )?
-    };
-    let usr_size = fs::metadata(&usr_img)?.len();
-    if usr_size > board.disk.usr_mib << 20 {
-        bail!(
-            "/usr needs {} MiB with its hash tree but USR partitions hold {} MiB: raise disk.usr_mib in {}",
-            usr_size.div_ceil(1 << 20),
-            board.disk.usr_mib,
-            opts.board.display()
-        );
-    }
-    step.done(&format!("root hash {}", verity.root_hash_hex()));
-
+    let staged = stage_usr(opts, &inputs, &rootfs, &stage_dir, progress)?;
+    let initrd = pack_initrd(&inputs, &staged, &stage_dir, epoch, progress)?;
+    let usr = usr_image(opts, board, &stage_dir, &work, &seed, epoch, progress)?;
     let plan = disk::plan(&board.disk, arch, &seed, board.board.boot_tries);
-    let usr_a = plan.get(Part::UsrA);
-    let cmdline = kernel_cmdline(&board, &verity);
-    let sig = boot_sig::sign_line(key.seed(), &staged.kernel, &initrd, cmdline.as_bytes());
-    let mut efi = boot_efi_bytes.clone();
-    boot_sig::embed_keys(&mut efi, &[key.public().to_bytes()])
-        .map_err(|e| anyhow::anyhow!("{}: {e}", boot_efi.display()))?;
-    let slot_dir = Slot::A.esp_dir();
-    let slot_files: Vec<(&str, Vec<u8>)> = vec![
-        (boot_files::KERNEL, staged.kernel.clone()),
-        (boot_files::INITRD, initrd.clone()),
-        (boot_files::CMDLINE, cmdline.clone().into_bytes()),
-        (boot_files::SIGNATURE, sig.to_vec()),
-    ];
-
-    let step = progress.step("ESP, OEM and ROOT filesystems");
-    let mut esp_files = vec![(arch.efi_default_loader().to_string(), efi)];
-    esp_files.extend(
-        slot_files
-            .iter()
-            .map(|(n, d)| (format!("{slot_dir}/{n}"), d.clone())),
-    );
-    let esp_img = work.join("esp.img");
-    fsimage::fat32(
-        &esp_img,
-        board.disk.esp_mib,
-        disk_layout::fs_labels::ESP,
-        &esp_files,
-        epoch,
-    )?;
-    let oem_img = work.join("oem.img");
-    let u = |p: &str| seed.guid(p);
-    fsimage::ext4(
-        &oem_img,
-        disk_layout::fs_labels::OEM,
-        u("oem fs"),
-        u("oem hash"),
-        board.disk.oem_mib,
-        &[],
-        epoch,
-    )?;
-    let root_img = work.join("root.img");
-    let nodes = root_skeleton(&staged.top_symlinks);
-    fsimage::ext4(
-        &root_img,
-        disk_layout::fs_labels::ROOT,
-        u("root fs"),
-        u("root hash"),
-        board.disk.root_mib,
-        &nodes,
-        epoch,
-    )?;
-    step.done("");
+    let boot = boot_files(&inputs, &staged, &initrd, &usr.verity)?;
+    let (esp_img, oem_img, root_img) =
+        filesystems(&inputs, &boot, &staged, &work, &seed, epoch, progress)?;
 
     let step = progress.step("GPT disk image");
     let raw = work.join("disk.raw");
     let contents: Vec<(Part, &Path)> = vec![
         (Part::Esp, &esp_img),
-        (Part::UsrA, &usr_img),
+        (Part::UsrA, &usr.path),
         (Part::Oem, &oem_img),
         (Part::Root, &root_img),
     ];
@@ -296,33 +167,10 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
     }
     step.done(&format!("{} MiB", plan.total_bytes >> 20));
 
-    let step = progress.step("signed release (chunked payload)");
-    let release_dir = work.join("release");
-    let mut writer = release_manifest::ReleaseWriter::create(&release_dir)?;
-    writer.add_image_file(
-        "usr",
-        &usr_img,
-        release_manifest::DEFAULT_CHUNK_SIZE,
-        Some(verity.into()),
-    )?;
-    for (name, data) in &slot_files {
-        writer.add_image(name, &data[..], release_manifest::DEFAULT_CHUNK_SIZE, None)?;
-    }
-    writer.finish(
-        release_manifest::ManifestFields {
-            board: board.board.name.clone(),
-            arch: arch.name().to_string(),
-            version: release_manifest::Version::parse(&opts.version)?,
-            created: epoch,
-            expires: None,
-            packages: rootfs.packages.clone(),
-        },
-        std::slice::from_ref(&key),
-    )?;
+    write_release(opts, &inputs, &usr, &boot, &rootfs, &work, epoch, progress)?;
     produced.push("release".into());
-    step.done("");
 
-    fs::write(work.join("run.sh"), run_script(arch, &board))?;
+    fs::write(work.join("run.sh"), run_script(arch, board))?;
     set_mode(&work.join("run.sh"), 0o755)?;
     produced.push("run.sh".into());
 
@@ -332,27 +180,17 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
         produced.retain(|p| p != "disk.raw");
     }
     let step = progress.step("hash outputs");
-    let mut outputs = Vec::new();
-    for name in &produced {
-        let p = work.join(name);
-        if p.is_dir() {
-            outputs.push((
-                format!("{name}/{}", release_manifest::MANIFEST_FILE),
-                sha256_file(&p.join(release_manifest::MANIFEST_FILE))?,
-            ));
-        } else {
-            outputs.push((name.clone(), sha256_file(&p)?));
-        }
-    }
+    let outputs = hash_outputs(&work, &produced)?;
     step.done("");
+    let usr_a = plan.get(Part::UsrA);
     let usr_info = UsrInfo {
         partuuid: usr_a.unique_guid.to_string(),
-        root_hash: verity.root_hash_hex(),
-        salt: verity.salt_hex(),
-        data_size: verity.data_size(),
-        data_blocks: verity.data_blocks,
-        hash_offset: verity.hash_offset,
-        hash_size: verity.hash_size,
+        root_hash: usr.verity.root_hash_hex(),
+        salt: usr.verity.salt_hex(),
+        data_size: usr.verity.data_size(),
+        data_blocks: usr.verity.data_blocks,
+        hash_offset: usr.verity.hash_offset,
+        hash_size: usr.verity.hash_size,
     };
     let info = json!({
         "format": 1,
@@ -360,16 +198,16 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
         "arch": arch.name(),
         "version": opts.version,
         "source_date_epoch": epoch,
-        "development_key": dev,
+        "development_key": inputs.dev,
         "key_id": key.key_id(),
         "kernel": staged.kver,
-        "cmdline": cmdline,
+        "cmdline": boot.cmdline,
         "inputs": {
             "board": board,
             "board_file": opts.board,
             "rootfs_key": rootfs.key,
-            "boot_manager_sha256": hex::encode(Sha256::digest(&boot_efi_bytes)),
-            "init_sha256": init_hash,
+            "boot_manager_sha256": hex::encode(Sha256::digest(&inputs.boot_efi_bytes)),
+            "init_sha256": inputs.init_hash,
         },
         "lockfile": rootfs.packages,
         "outputs": outputs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
@@ -390,7 +228,7 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
     let step = progress.step("clean up the work folder");
     fs::remove_dir_all(&work).with_context(|| format!("cannot remove {}", work.display()))?;
     step.done("");
-    if dev {
+    if inputs.dev {
         progress.warn("this image is signed with the DEVELOPMENT key from the Cairn source tree: anyone can sign updates for it. Use `cairn-build keygen` and --key for real hosts.");
     }
     Ok(Summary {
@@ -398,13 +236,313 @@ pub fn build(opts: &Options, progress: &mut Progress) -> Result<Summary> {
         board: board.board.name.clone(),
         arch: arch.name().into(),
         version: opts.version.clone(),
-        development_key: dev,
+        development_key: inputs.dev,
         rootfs_cached: rootfs.cached,
         outputs,
         usr_a: usr_info,
         seconds: progress.total(),
         steps: progress.steps.clone(),
     })
+}
+
+/// The board, the key and every program the image ships, checked before
+/// any long step starts (a missing artifact fails in seconds, not after the
+/// rootfs).
+fn gather_inputs(opts: &Options, progress: &Progress) -> Result<Inputs> {
+    let mut board = board::load(&opts.board)?;
+    board
+        .add_preloads(&opts.preload_images)
+        .map_err(anyhow::Error::msg)?;
+    let arch = board.arch();
+    tools::require(tools::BUILD_TOOLS)?;
+    check_foreign_arch(arch)?;
+    let key = load_key(opts, progress)?;
+    let dev = is_dev_key(&key);
+    let boot_efi = artifact(
+        opts.boot_efi.as_deref(),
+        arch.uefi_target(),
+        "cairn-boot.efi",
+        arch,
+    )?;
+    let boot_efi_bytes =
+        fs::read(&boot_efi).with_context(|| format!("cannot read {}", boot_efi.display()))?;
+    check_pe(&boot_efi_bytes, arch).with_context(|| format!("{}", boot_efi.display()))?;
+    let init = artifact(opts.init.as_deref(), arch.musl_target(), "cairn-init", arch)?;
+    let init_hash = sha256_file(&init)?;
+    let usr_binaries = USR_BINARIES
+        .iter()
+        .map(|(name, dest)| {
+            let dest = dest.trim_start_matches('/');
+            Ok((artifact(None, arch.musl_target(), name, arch)?, dest))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Inputs {
+        board,
+        arch,
+        key,
+        dev,
+        boot_efi,
+        boot_efi_bytes,
+        init,
+        init_hash,
+        usr_binaries,
+    })
+}
+
+/// The rootfs unpacked and turned into Cairn's /usr and factory /etc.
+fn stage_usr(
+    opts: &Options,
+    inputs: &Inputs,
+    rootfs: &rootfs::Rootfs,
+    stage_dir: &Path,
+    progress: &mut Progress,
+) -> Result<stage::Staged> {
+    let step = progress.step("stage /usr and the factory /etc");
+    stage::extract(&rootfs.tar, stage_dir)?;
+    let key = &inputs.key;
+    let key_name = format!(
+        "{}{}.pub",
+        if inputs.dev { "DEVELOPMENT-" } else { "" },
+        key.key_id()
+    );
+    let keys_json = serde_json::to_string_pretty(&json!([{
+        "id": key.key_id(), "public": key.public().to_line().trim(), "development": inputs.dev,
+    }]))?;
+    let staged = stage::customize(
+        stage_dir,
+        &inputs.board,
+        &stage::CairnFiles {
+            version: &opts.version,
+            lockfile: &rootfs.packages,
+            keys: &[(key_name, key.public().to_line())],
+            keys_json,
+            units_dir: &source_root().join("systemd-units"),
+            binaries: &inputs.usr_binaries,
+            update_root: opts.update_root.as_deref(),
+            boot_tries: inputs.board.board.boot_tries,
+        },
+    )?;
+    step.done(&format!(
+        "kernel {}, {} modules kept, {} dropped",
+        staged.kver, staged.modules_kept, staged.modules_removed
+    ));
+    Ok(staged)
+}
+
+fn pack_initrd(
+    inputs: &Inputs,
+    staged: &stage::Staged,
+    stage_dir: &Path,
+    epoch: u64,
+    progress: &mut Progress,
+) -> Result<Vec<u8>> {
+    let step = progress.step("initramfs (cairn-init + modules)");
+    let initrd = initrd_pack::pack(&initrd_pack::PackSpec {
+        init: inputs.init.clone(),
+        arch: inputs.arch,
+        modules: Some(initrd_pack::ModulesSpec {
+            dir: stage_dir.join("usr/lib/modules").join(&staged.kver),
+            names: inputs.board.initramfs.modules.clone(),
+        }),
+        mtime: u32::try_from(epoch).unwrap_or(0),
+    })?;
+    step.done(&format!("{} KiB", initrd.len() / 1024));
+    Ok(initrd)
+}
+
+/// /usr as EROFS, then its dm-verity tree appended in the same file; fails
+/// when the result does not fit the board's USR partitions.
+fn usr_image(
+    opts: &Options,
+    board: &Board,
+    stage_dir: &Path,
+    work: &Path,
+    seed: &Seed,
+    epoch: u64,
+    progress: &mut Progress,
+) -> Result<UsrImage> {
+    let step = progress.step("/usr as EROFS (lz4hc)");
+    let path = work.join("usr.img");
+    fsimage::erofs(
+        &stage_dir.join("usr"),
+        &path,
+        seed.guid("usr filesystem"),
+        epoch,
+    )?;
+    let erofs_size = fs::metadata(&path)?.len();
+    step.done(&format!("{} MiB", erofs_size >> 20));
+
+    let step = progress.step("dm-verity hash tree");
+    let hash_offset = erofs_size.div_ceil(4096) * 4096;
+    let mut salt = [0u8; 32];
+    salt.copy_from_slice(&seed.bytes("verity salt"));
+    let verity = {
+        let mut f = OpenOptions::new().read(true).write(true).open(&path)?;
+        verity_tree::format(
+            &mut f,
+            &verity_tree::Params {
+                data_blocks: hash_offset / 4096,
+                hash_offset,
+                salt,
+                uuid: seed.guid("verity superblock").to_be_bytes(),
+            },
+        )?
+    };
+    let usr_size = fs::metadata(&path)?.len();
+    if usr_size > board.disk.usr_mib << 20 {
+        bail!(
+            "/usr needs {} MiB with its hash tree but USR partitions hold {} MiB: raise disk.usr_mib in {}",
+            usr_size.div_ceil(1 << 20),
+            board.disk.usr_mib,
+            opts.board.display()
+        );
+    }
+    step.done(&format!("root hash {}", verity.root_hash_hex()));
+    Ok(UsrImage { path, verity })
+}
+
+/// The signed command line and slot files, and the boot manager with the
+/// release key patched into its key slot.
+fn boot_files(
+    inputs: &Inputs,
+    staged: &stage::Staged,
+    initrd: &[u8],
+    verity: &verity_tree::VerityInfo,
+) -> Result<BootFiles> {
+    let cmdline = kernel_cmdline(&inputs.board, verity);
+    let sig = boot_sig::sign_line(
+        inputs.key.seed(),
+        &staged.kernel,
+        initrd,
+        cmdline.as_bytes(),
+    );
+    let mut efi = inputs.boot_efi_bytes.clone();
+    boot_sig::embed_keys(&mut efi, &[inputs.key.public().to_bytes()])
+        .map_err(|e| anyhow::anyhow!("{}: {e}", inputs.boot_efi.display()))?;
+    let slot_files = vec![
+        (boot_files::KERNEL, staged.kernel.clone()),
+        (boot_files::INITRD, initrd.to_vec()),
+        (boot_files::CMDLINE, cmdline.clone().into_bytes()),
+        (boot_files::SIGNATURE, sig.to_vec()),
+    ];
+    Ok(BootFiles {
+        cmdline,
+        slot_files,
+        efi,
+    })
+}
+
+/// The ESP (boot manager + slot A's files), an empty OEM and the ROOT
+/// skeleton, as filesystem images.
+fn filesystems(
+    inputs: &Inputs,
+    boot: &BootFiles,
+    staged: &stage::Staged,
+    work: &Path,
+    seed: &Seed,
+    epoch: u64,
+    progress: &mut Progress,
+) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let disk = &inputs.board.disk;
+    let step = progress.step("ESP, OEM and ROOT filesystems");
+    let slot_dir = Slot::A.esp_dir();
+    let mut esp_files = vec![(
+        inputs.arch.efi_default_loader().to_string(),
+        boot.efi.clone(),
+    )];
+    esp_files.extend(
+        boot.slot_files
+            .iter()
+            .map(|(n, d)| (format!("{slot_dir}/{n}"), d.clone())),
+    );
+    let esp_img = work.join("esp.img");
+    fsimage::fat32(
+        &esp_img,
+        disk.esp_mib,
+        disk_layout::fs_labels::ESP,
+        &esp_files,
+        epoch,
+    )?;
+    let oem_img = work.join("oem.img");
+    let u = |p: &str| seed.guid(p);
+    fsimage::ext4(
+        &oem_img,
+        disk_layout::fs_labels::OEM,
+        u("oem fs"),
+        u("oem hash"),
+        disk.oem_mib,
+        &[],
+        epoch,
+    )?;
+    let root_img = work.join("root.img");
+    let nodes = root_skeleton(&staged.top_symlinks);
+    fsimage::ext4(
+        &root_img,
+        disk_layout::fs_labels::ROOT,
+        u("root fs"),
+        u("root hash"),
+        disk.root_mib,
+        &nodes,
+        epoch,
+    )?;
+    step.done("");
+    Ok((esp_img, oem_img, root_img))
+}
+
+/// The signed release: /usr and the boot files as chunked payloads.
+#[allow(clippy::too_many_arguments)]
+fn write_release(
+    opts: &Options,
+    inputs: &Inputs,
+    usr: &UsrImage,
+    boot: &BootFiles,
+    rootfs: &rootfs::Rootfs,
+    work: &Path,
+    epoch: u64,
+    progress: &mut Progress,
+) -> Result<()> {
+    let step = progress.step("signed release (chunked payload)");
+    let release_dir = work.join("release");
+    let mut writer = release_manifest::ReleaseWriter::create(&release_dir)?;
+    writer.add_image_file(
+        "usr",
+        &usr.path,
+        release_manifest::DEFAULT_CHUNK_SIZE,
+        Some(usr.verity.into()),
+    )?;
+    for (name, data) in &boot.slot_files {
+        writer.add_image(name, &data[..], release_manifest::DEFAULT_CHUNK_SIZE, None)?;
+    }
+    writer.finish(
+        release_manifest::ManifestFields {
+            board: inputs.board.board.name.clone(),
+            arch: inputs.arch.name().to_string(),
+            version: release_manifest::Version::parse(&opts.version)?,
+            created: epoch,
+            expires: None,
+            packages: rootfs.packages.clone(),
+        },
+        std::slice::from_ref(&inputs.key),
+    )?;
+    step.done("");
+    Ok(())
+}
+
+/// sha256 of each output (of the manifest for the release folder).
+fn hash_outputs(work: &Path, produced: &[String]) -> Result<Vec<(String, String)>> {
+    let mut outputs = Vec::new();
+    for name in produced {
+        let p = work.join(name);
+        if p.is_dir() {
+            outputs.push((
+                format!("{name}/{}", release_manifest::MANIFEST_FILE),
+                sha256_file(&p.join(release_manifest::MANIFEST_FILE))?,
+            ));
+        } else {
+            outputs.push((name.clone(), sha256_file(&p)?));
+        }
+    }
+    Ok(outputs)
 }
 
 /// The signed part of the command line; the boot manager appends the slot and

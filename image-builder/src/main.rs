@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use cairn_build::board;
 use clap::{Parser, Subcommand};
+use release_repo::{WAVE_SPEC_EXAMPLE, Wave};
 
 #[derive(Parser)]
 #[command(
@@ -84,9 +85,15 @@ enum Cmd {
         /// When the rollout starts (unix seconds; default now).
         #[arg(long)]
         wave_start: Option<u64>,
-        /// Hours over which the rollout reaches every host (0 = all at once).
-        #[arg(long, default_value_t = 0)]
-        wave_hours: u64,
+        /// Rollout steps: cumulative share of hosts by a time after the start,
+        /// e.g. "2h:1%,24h:10%,72h:100%" (units d, h, m, s; the last step is
+        /// 100%). Default: every host at once.
+        #[arg(long, value_name = "STEPS")]
+        wave: Option<String>,
+        /// Hours over which the rollout reaches every host, evenly (the same as
+        /// --wave "<N>h:100%"; 0 = all at once).
+        #[arg(long)]
+        wave_hours: Option<u64>,
         /// Days until the channel metadata expires (hosts refuse it after that).
         #[arg(long, default_value_t = 30)]
         expires_days: u64,
@@ -134,6 +141,50 @@ enum RepoCmd {
         #[arg(long, default_value_t = 365)]
         expires_days: u64,
     },
+    /// Stop a release's rollout: re-sign the channel with the release marked
+    /// halted. Hosts stop installing it; hosts already running it keep it.
+    Halt {
+        /// The release version.
+        version: String,
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        channel: String,
+        /// Why (one line; hosts show it).
+        #[arg(long)]
+        reason: String,
+        /// Only this board's release (default: the version on every board).
+        #[arg(long)]
+        board: Option<String>,
+        /// Repository keys (as many as the root's threshold).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Days until the channel metadata expires (hosts refuse it after that).
+        #[arg(long, default_value_t = 30)]
+        expires_days: u64,
+    },
+    /// Restart a halted release's rollout: re-sign the channel without the mark.
+    Resume {
+        /// The release version.
+        version: String,
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        channel: String,
+        /// Only this board's release (default: the version on every board).
+        #[arg(long)]
+        board: Option<String>,
+        /// Start the wave over from now (default: it keeps its start, so hosts
+        /// whose turn came during the halt may install at once).
+        #[arg(long)]
+        restart_wave: bool,
+        /// Repository keys (as many as the root's threshold).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Days until the channel metadata expires (hosts refuse it after that).
+        #[arg(long, default_value_t = 30)]
+        expires_days: u64,
+    },
 }
 
 fn load_keys(paths: &[PathBuf]) -> Result<Vec<release_manifest::KeyPair>> {
@@ -141,6 +192,56 @@ fn load_keys(paths: &[PathBuf]) -> Result<Vec<release_manifest::KeyPair>> {
         .iter()
         .map(|p| Ok(release_manifest::KeyPair::load_secret(p)?))
         .collect()
+}
+
+/// The wave of `publish`: `--wave STEPS`, or the single ramp of `--wave-hours`,
+/// or everyone at once.
+fn publish_wave(start: u64, steps: Option<&str>, hours: Option<u64>) -> Result<Wave> {
+    let example = format!("a valid example: --wave \"{WAVE_SPEC_EXAMPLE}\"");
+    match (steps, hours) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "give --wave or --wave-hours, not both (--wave-hours N is --wave \"Nh:100%\"); {example}"
+        ),
+        (Some(spec), None) => {
+            Wave::parse(start, spec).map_err(|e| anyhow::anyhow!("--wave {spec:?}: {e}; {example}"))
+        }
+        (None, Some(h)) => h
+            .checked_mul(3600)
+            .map(|d| Wave::linear(start, d))
+            .ok_or_else(|| anyhow::anyhow!("--wave-hours {h}: too long; {example}")),
+        (None, None) => Ok(Wave::immediate(start)),
+    }
+}
+
+fn parse_version(version: &str) -> Result<release_manifest::Version> {
+    release_manifest::Version::parse(version)
+        .map_err(|e| anyhow::anyhow!("version {version:?}: {e}"))
+}
+
+fn days(n: u64) -> u64 {
+    now().saturating_add(n.saturating_mul(86400))
+}
+
+/// How far the waves of `version`'s entries have got, for the operator.
+fn rollout_note(
+    ch: &release_repo::Channel,
+    version: &release_manifest::Version,
+    at: u64,
+) -> String {
+    ch.releases
+        .iter()
+        .filter(|r| r.version == *version)
+        .map(|r| {
+            format!(
+                "{} wave {} from {}: {:.1}% of hosts reached",
+                r.board,
+                r.wave.spec(),
+                r.wave.start(),
+                r.wave.percent_at(at)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn now() -> u64 {
@@ -243,22 +344,24 @@ fn run(cli: Cli) -> Result<()> {
             channel,
             keys,
             wave_start,
+            wave,
             wave_hours,
             expires_days,
         } => {
+            // Checked before the keys are read: a typo costs nothing.
+            let start = wave_start.unwrap_or_else(now);
+            let wave = publish_wave(start, wave.as_deref(), wave_hours)?;
             let keys = load_keys(&keys)?;
             let opts = release_repo::PublishOptions {
-                wave: release_repo::Wave {
-                    start: wave_start.unwrap_or_else(now),
-                    duration: wave_hours * 3600,
-                },
-                expires: now() + expires_days * 86400,
+                wave,
+                expires: days(expires_days),
             };
             let ch = release_repo::publish(&release, &repo, &channel, &keys, opts)?;
             println!(
-                "published to channel {channel} of {} (channel version {})",
+                "published to channel {channel} of {} (channel version {}); wave {} from {start}",
                 repo.display(),
-                ch.version
+                ch.version,
+                wave.spec()
             );
             Ok(())
         }
@@ -303,6 +406,63 @@ fn run(cli: Cli) -> Result<()> {
                 "repository {} now at root version {}",
                 repo.display(),
                 root.version
+            );
+            Ok(())
+        }
+        Cmd::Repo {
+            command:
+                RepoCmd::Halt {
+                    version,
+                    repo,
+                    channel,
+                    reason,
+                    board,
+                    keys,
+                    expires_days,
+                },
+        } => {
+            let version = parse_version(&version)?;
+            release_repo::check_halt_reason(&reason)?;
+            let keys = load_keys(&keys)?;
+            let at = now();
+            let opts = release_repo::HaltOptions {
+                board: board.as_deref(),
+                now: at,
+                expires: days(expires_days),
+            };
+            let ch = release_repo::halt(&repo, &channel, &version, &reason, &keys, opts)?;
+            println!(
+                "halted {version} on channel {channel} (channel version {}); {}",
+                ch.version,
+                rollout_note(&ch, &version, at)
+            );
+            Ok(())
+        }
+        Cmd::Repo {
+            command:
+                RepoCmd::Resume {
+                    version,
+                    repo,
+                    channel,
+                    board,
+                    restart_wave,
+                    keys,
+                    expires_days,
+                },
+        } => {
+            let version = parse_version(&version)?;
+            let keys = load_keys(&keys)?;
+            let at = now();
+            let opts = release_repo::ResumeOptions {
+                board: board.as_deref(),
+                restart_wave_at: restart_wave.then_some(at),
+                expires: days(expires_days),
+            };
+            let ch = release_repo::resume(&repo, &channel, &version, &keys, opts)?;
+            println!(
+                "resumed {version} on channel {channel} (channel version {}); {}",
+                ch.version,
+                rollout_note(&ch, &version, at)
             );
             Ok(())
         }

@@ -96,8 +96,12 @@ pub fn ensure(board: &Board, cache: &Path, epoch: Option<u64>) -> Result<Rootfs>
         )
     })?;
     let packages = lockfile(&tmp)?;
+    // The tarball is on disk before its name and the record that marks the
+    // entry complete: a power cut never leaves a cache hit on a truncated tar.
+    durable_file::sync_file(&tmp)?;
     std::fs::rename(&tmp, &tar)
         .with_context(|| format!("cannot move {} into the cache", tmp.display()))?;
+    durable_file::sync_dir(&dir)?;
     let r = Rootfs {
         tar,
         key,
@@ -105,8 +109,8 @@ pub fn ensure(board: &Board, cache: &Path, epoch: Option<u64>) -> Result<Rootfs>
         created,
         cached: false,
     };
-    std::fs::write(&meta, serde_json::to_string_pretty(&r)?)
-        .with_context(|| format!("cannot write {}", meta.display()))?;
+    let text = serde_json::to_string_pretty(&r)?;
+    durable_file::write(&meta, text.as_bytes(), durable_file::Options::new(0o644))?;
     Ok(r)
 }
 

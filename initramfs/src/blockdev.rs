@@ -2,11 +2,13 @@
 //! files, partition GUIDs and names from each disk's GPT.
 //!
 //! The kernel's partition uevent carries PARTN and (on GPT) PARTNAME, but no
-//! PARTUUID, so the unique partition GUID is read from the GPT itself.
+//! PARTUUID, so the unique partition GUID is read from the GPT itself, with
+//! `gpt-slots` (CRCs checked, the backup copy when the primary is bad).
 
 use std::collections::BTreeMap;
 
 use disk_layout::{Guid, Part};
+use gpt_slots::{BlockDevice, Entry, Gpt};
 
 /// What we need from `/sys/class/block/<name>/uevent`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,79 +56,41 @@ pub struct PartDev {
     pub uevent: Uevent,
 }
 
-/// One used GPT entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GptEntry {
-    /// 1-based entry number (the kernel's PARTN).
-    pub number: u32,
-    pub type_guid: Guid,
-    pub unique: Guid,
-    pub name: String,
+/// A disk opened read-only, seen as sectors by the GPT reader (gpt-slots'
+/// file device: bounds-checked reads; writes fail on the read-only file).
+pub use gpt_slots::FileDevice as Disk;
+
+/// The used entries of a disk's GPT, read as the kernel and the boot manager
+/// read it: the primary copy when its header and entry-array CRCs check out,
+/// else the backup at the last LBA.
+pub fn read_gpt<D: BlockDevice>(disk: &mut D) -> Result<Vec<Entry>, String>
+where
+    D::Error: std::fmt::Display,
+{
+    let gpt = Gpt::read(disk).map_err(|e| e.to_string())?;
+    Ok(gpt.entries().collect())
 }
 
-/// Where the entry array is, from a GPT header block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GptHeader {
-    pub entries_lba: u64,
-    pub num_entries: u32,
-    pub entry_size: u32,
-}
-
-pub fn parse_gpt_header(block: &[u8]) -> Result<GptHeader, String> {
-    if block.len() < 92 || &block[0..8] != b"EFI PART" {
-        return Err("no GPT header".into());
-    }
-    let u32_at =
-        |o: usize| u32::from_le_bytes([block[o], block[o + 1], block[o + 2], block[o + 3]]);
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&block[72..80]);
-    let h = GptHeader {
-        entries_lba: u64::from_le_bytes(a),
-        num_entries: u32_at(80),
-        entry_size: u32_at(84),
-    };
-    // The spec requires 128 * 2^n byte entries; bound the array to 1 MiB so a
-    // corrupt header cannot make us allocate wildly.
-    if h.entry_size < 128
-        || !h.entry_size.is_power_of_two()
-        || u64::from(h.num_entries) * u64::from(h.entry_size) > 1 << 20
-    {
-        return Err(format!(
-            "implausible GPT entry array ({} x {} bytes)",
-            h.num_entries, h.entry_size
-        ));
-    }
-    Ok(h)
-}
-
-/// Parses the entry array; unused entries (zero type GUID) are skipped.
-pub fn parse_gpt_entries(buf: &[u8], h: &GptHeader) -> Vec<GptEntry> {
-    let size = h.entry_size as usize;
-    buf.chunks_exact(size)
-        .take(h.num_entries as usize)
-        .enumerate()
-        .filter_map(|(i, e)| {
-            let mut t = [0u8; 16];
-            t.copy_from_slice(&e[0..16]);
-            let type_guid = Guid(t);
-            if type_guid == Guid::ZERO {
-                return None;
+/// The GPT entries of each disk, by devname. A disk that cannot be opened or
+/// has no valid GPT (an MBR stick, a blank disk) is left out, its reason in
+/// the second list.
+pub fn read_gpts<D: BlockDevice>(
+    disks: impl IntoIterator<Item = (String, Result<D, String>)>,
+) -> (BTreeMap<String, Vec<Entry>>, Vec<String>)
+where
+    D::Error: std::fmt::Display,
+{
+    let mut gpts = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (devname, disk) in disks {
+        match disk.and_then(|mut d| read_gpt(&mut d)) {
+            Ok(entries) => {
+                gpts.insert(devname, entries);
             }
-            let mut u = [0u8; 16];
-            u.copy_from_slice(&e[16..32]);
-            let units: Vec<u16> = e[56..128]
-                .chunks_exact(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .take_while(|&c| c != 0)
-                .collect();
-            Some(GptEntry {
-                number: u32::try_from(i + 1).ok()?,
-                type_guid,
-                unique: Guid(u),
-                name: String::from_utf16_lossy(&units),
-            })
-        })
-        .collect()
+            Err(e) => problems.push(format!("{devname}: {e}")),
+        }
+    }
+    (gpts, problems)
 }
 
 /// The partitions cairn-init mounts.
@@ -144,13 +108,13 @@ pub struct Found {
 /// `Ok(None)`: not (yet) visible, keep waiting. `Err`: waiting cannot help.
 pub fn select(
     parts: &[PartDev],
-    gpts: &BTreeMap<String, Vec<GptEntry>>,
+    gpts: &BTreeMap<String, Vec<Entry>>,
     usr: Guid,
 ) -> Result<Option<Found>, String> {
-    let hits: Vec<(&String, &GptEntry)> = gpts
+    let hits: Vec<(&String, &Entry)> = gpts
         .iter()
         .flat_map(|(disk, entries)| entries.iter().map(move |e| (disk, e)))
-        .filter(|(_, e)| e.unique == usr)
+        .filter(|(_, e)| e.unique_guid == usr)
         .collect();
     let (disk, usr_entry) = match hits.as_slice() {
         [] => return Ok(None),
@@ -165,7 +129,7 @@ pub fn select(
             ));
         }
     };
-    let roots: Vec<&GptEntry> = gpts[disk]
+    let roots: Vec<&Entry> = gpts[disk]
         .iter()
         .filter(|e| e.name == Part::Root.label())
         .collect();
@@ -190,7 +154,7 @@ pub fn select(
             .find(|p| &p.disk == disk && p.uevent.partn == Some(n))
             .cloned()
     };
-    let oems: Vec<&GptEntry> = gpts[disk]
+    let oems: Vec<&Entry> = gpts[disk]
         .iter()
         .filter(|e| e.name == Part::Oem.label())
         .collect();
@@ -208,6 +172,8 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
 
     const UEVENT: &str =
         "MAJOR=254\nMINOR=2\nDEVNAME=vda2\nDEVTYPE=partition\nDISKSEQ=1\nPARTN=2\nPARTNAME=USR-A\n";
@@ -226,66 +192,145 @@ mod tests {
         assert!(parse_uevent("MAJOR=1\nMINOR=1\nDEVNAME=../x\n").is_none());
     }
 
-    fn entry(buf: &mut [u8], i: usize, ty: Guid, uniq: Guid, name: &str) {
-        let e = &mut buf[i * 128..(i + 1) * 128];
-        e[0..16].copy_from_slice(&ty.0);
-        e[16..32].copy_from_slice(&uniq.0);
-        for (j, c) in name.encode_utf16().enumerate() {
-            e[56 + 2 * j..58 + 2 * j].copy_from_slice(&c.to_le_bytes());
-        }
-    }
-
-    fn header() -> Vec<u8> {
-        let mut h = vec![0u8; 512];
-        h[0..8].copy_from_slice(b"EFI PART");
-        h[72..80].copy_from_slice(&2u64.to_le_bytes());
-        h[80..84].copy_from_slice(&128u32.to_le_bytes());
-        h[84..88].copy_from_slice(&128u32.to_le_bytes());
-        h
-    }
-
     const USR_A: Guid = Guid::parse("11111111-2222-4333-8444-555555555555");
+    const MIB: u64 = 1 << 20;
 
-    fn disk_gpt() -> Vec<GptEntry> {
-        let h = parse_gpt_header(&header()).unwrap();
-        assert_eq!(h.entries_lba, 2);
-        let mut buf = vec![0u8; 128 * 128];
-        let usr = disk_layout::types::USR_X86_64;
-        entry(&mut buf, 0, disk_layout::types::ESP, Guid([1; 16]), "ESP");
-        entry(&mut buf, 1, usr, USR_A, "USR-A");
-        entry(&mut buf, 2, usr, Guid([3; 16]), "USR-B");
-        entry(
-            &mut buf,
-            3,
-            disk_layout::types::LINUX_DATA,
-            Guid([4; 16]),
-            "OEM",
-        );
-        entry(
-            &mut buf,
-            4,
-            disk_layout::types::ROOT_X86_64,
-            Guid([5; 16]),
-            "ROOT",
-        );
-        parse_gpt_entries(&buf, &h)
+    /// A Cairn-shaped disk image written by gptman (another implementation
+    /// than the reader's): ESP, USR-A (PARTUUID `USR_A`), USR-B, OEM, ROOT,
+    /// partition n with PARTUUID `[n; 16]` otherwise.
+    fn image(ss: u64) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.set_len(16 * MIB).unwrap();
+        let mut gpt = gptman::GPT::new_from(&mut f, ss, [0xd1; 16]).unwrap();
+        let mut start = MIB / ss;
+        for part in Part::ALL {
+            let end = match part {
+                Part::Root => gpt.header.last_usable_lba,
+                _ => start + 2 * MIB / ss - 1,
+            };
+            let unique = match part {
+                Part::UsrA => USR_A,
+                _ => Guid([part.number() as u8; 16]),
+            };
+            gpt[part.number()] = gptman::GPTPartitionEntry {
+                partition_type_guid: part.type_guid(disk_layout::Arch::X86_64).0,
+                unique_partition_guid: unique.0,
+                starting_lba: start,
+                ending_lba: end,
+                attribute_bits: 0,
+                partition_name: part.label().into(),
+            };
+            start = end + 1;
+        }
+        gptman::GPT::write_protective_mbr_into(&mut f, ss).unwrap();
+        gpt.write_into(&mut f).unwrap();
+        f
+    }
+
+    fn read(file: File, ss: u64) -> Result<Vec<Entry>, String> {
+        read_gpt(&mut Disk::with_sector_size(file, ss as usize).unwrap())
+    }
+
+    fn disk_gpt() -> Vec<Entry> {
+        read(image(512), 512).unwrap()
     }
 
     #[test]
-    fn gpt_entries_parse() {
-        let e = disk_gpt();
-        assert_eq!(e.len(), 5);
-        assert_eq!(e[1].number, 2);
-        assert_eq!(e[1].unique, USR_A);
-        assert_eq!(e[1].name, "USR-A");
-        assert_eq!(e[3].number, 4);
-        assert_eq!(e[3].name, "OEM");
-        assert_eq!(e[4].number, 5);
-        assert_eq!(e[4].name, "ROOT");
-        let mut bad = header();
-        bad[84..88].copy_from_slice(&100u32.to_le_bytes());
-        assert!(parse_gpt_header(&bad).is_err());
-        assert!(parse_gpt_header(&[0u8; 512]).is_err());
+    fn reads_gptman_images_at_512_and_4096() {
+        for ss in [512, 4096] {
+            let e = read(image(ss), ss).unwrap();
+            assert_eq!(e.len(), 5, "{ss}");
+            for (e, part) in e.iter().zip(Part::ALL) {
+                assert_eq!(e.number, part.number());
+                assert_eq!(e.name, part.label());
+                assert_eq!(e.type_guid, part.type_guid(disk_layout::Arch::X86_64));
+            }
+            assert_eq!(e[1].unique_guid, USR_A);
+            assert_eq!(e[4].unique_guid, Guid([5; 16]));
+        }
+    }
+
+    #[test]
+    fn a_corrupt_primary_gpt_falls_back_to_the_backup() {
+        for ss in [512, 4096] {
+            // (what, byte offset from the primary header's start, new byte)
+            let damage = [
+                // A flipped bit in the disk GUID: header CRC mismatch.
+                ("primary header", 56, None),
+                // USR-A's name in the primary array becomes "XSR-A": only the
+                // array CRC tells (the header is intact).
+                ("primary entry array", ss + 128 + 56, Some(b'X')),
+                // No signature at all.
+                ("primary signature", 0, Some(0)),
+            ];
+            for (what, at, byte) in damage {
+                let f = image(ss);
+                let off = ss + at;
+                let mut b = [0u8];
+                f.read_exact_at(&mut b, off).unwrap();
+                f.write_all_at(&[byte.unwrap_or(b[0] ^ 1)], off).unwrap();
+                let e = read(f, ss).unwrap_or_else(|e| panic!("{ss} {what}: {e}"));
+                assert_eq!(e.len(), 5, "{ss} {what}");
+                assert_eq!(e[1].name, "USR-A", "{ss} {what}");
+                assert_eq!(e[1].unique_guid, USR_A, "{ss} {what}");
+            }
+            // Both copies bad: no table.
+            let f = image(ss);
+            f.write_all_at(&[0], ss).unwrap();
+            let last = f.metadata().unwrap().len() - ss;
+            f.write_all_at(&[0], last).unwrap();
+            let e = read(f, ss).unwrap_err();
+            assert!(e.contains("no valid GPT"), "{e}");
+        }
+    }
+
+    #[test]
+    fn disks_without_a_gpt_are_skipped() {
+        let good = image(512);
+        good.write_all_at(&[0], 512).unwrap(); // primary gone, backup intact
+        let blank = tempfile::tempfile().unwrap();
+        blank.set_len(16 * MIB).unwrap();
+        let tiny = tempfile::tempfile().unwrap();
+        tiny.set_len(4 * 512).unwrap();
+        let disks = [
+            (
+                "sda",
+                Disk::with_sector_size(blank, 512).map_err(|e| e.to_string()),
+            ),
+            ("sdb", Err("open: No such device".to_string())),
+            (
+                "sdc",
+                Disk::with_sector_size(tiny, 512).map_err(|e| e.to_string()),
+            ),
+            (
+                "vda",
+                Disk::with_sector_size(good, 512).map_err(|e| e.to_string()),
+            ),
+        ];
+        let (gpts, problems) = read_gpts(disks.map(|(n, d)| (n.to_string(), d)));
+        assert_eq!(gpts.keys().collect::<Vec<_>>(), ["vda"]);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("sda: no valid GPT"), "{problems:?}");
+        assert!(problems[1].starts_with("sdb: open"), "{problems:?}");
+        assert!(
+            problems[2].starts_with("sdc: disk too small"),
+            "{problems:?}"
+        );
+        // And the boot goes on from the backup table.
+        let parts: Vec<PartDev> = [2, 5].iter().map(|&n| part("vda", n)).collect();
+        let f = select(&parts, &gpts, USR_A).unwrap().unwrap();
+        assert_eq!(f.usr.uevent.devname, "vda2");
+        assert_eq!(f.root.uevent.devname, "vda5");
+    }
+
+    #[test]
+    fn disk_reads_are_bounded() {
+        let mut d = Disk::with_sector_size(image(512), 512).unwrap();
+        assert_eq!(d.num_sectors(), 16 * MIB / 512);
+        let mut buf = [0u8; 1024];
+        assert!(d.read_sectors(d.num_sectors() - 2, &mut buf).is_ok());
+        assert!(d.read_sectors(d.num_sectors() - 1, &mut buf).is_err());
+        assert!(d.read_sectors(0, &mut buf[..100]).is_err());
     }
 
     fn part(disk: &str, n: u32) -> PartDev {
@@ -307,7 +352,7 @@ mod tests {
         let mut gpts = BTreeMap::new();
         gpts.insert("vda".to_string(), disk_gpt());
         let mut other = disk_gpt();
-        other[1].unique = Guid([9; 16]);
+        other[1].unique_guid = Guid([9; 16]);
         gpts.insert("sda".to_string(), other);
         let parts: Vec<PartDev> = [2, 3, 5].iter().map(|&n| part("vda", n)).collect();
         let mut all = parts.clone();
@@ -340,8 +385,8 @@ mod tests {
     fn selects_oem_on_the_usr_disk_only_when_unambiguous() {
         let vda: Vec<PartDev> = [1, 2, 3, 4, 5].iter().map(|&n| part("vda", n)).collect();
         let mut other = disk_gpt();
-        other[1].unique = Guid([9; 16]);
-        let with = |vda_gpt: Vec<GptEntry>| {
+        other[1].unique_guid = Guid([9; 16]);
+        let with = |vda_gpt: Vec<Entry>| {
             let gpts = BTreeMap::from([
                 ("vda".to_string(), vda_gpt),
                 ("sda".to_string(), other.clone()),
@@ -358,7 +403,7 @@ mod tests {
             }
             g
         };
-        let cases: Vec<(Vec<GptEntry>, Option<&str>)> = vec![
+        let cases: Vec<(Vec<Entry>, Option<&str>)> = vec![
             (disk_gpt(), Some("vda4")),
             // None named OEM on this disk; sda's OEM must not be taken.
             (renamed(&[(3, "DATA")]), None),

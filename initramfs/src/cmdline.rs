@@ -12,24 +12,28 @@
 //! Each cairn key must appear exactly once: the cmdline is signed, and a
 //! second copy appended later must not silently win over the signed one.
 
-use disk_layout::{Guid, Slot, VERITY_BLOCK_SIZE, cmdline as keys};
+use disk_layout::{Guid, Slot, cmdline as keys};
+use verity_tree::{GeometryError, Layout, MAX_SALT_SIZE};
 
 /// The init started in the new root when the cmdline has no `init=`.
 pub const DEFAULT_INIT: &str = "/usr/lib/systemd/systemd";
 
-/// Largest salt veritysetup accepts (bytes).
-const MAX_SALT_BYTES: usize = 256;
-
 /// dm-verity geometry of the /usr image, from `cairn.verity`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerityParams {
-    /// Number of 4096-byte data blocks (the filesystem image, padded).
-    pub data_blocks: u64,
-    /// Byte offset of the verity superblock on the same partition
+    /// Number of 4096-byte data blocks (the filesystem image, padded) and
+    /// the byte offset of the verity superblock on the same partition
     /// (`veritysetup format --hash-offset`); the tree follows it.
-    pub hash_offset: u64,
+    pub layout: Layout,
     /// Salt as lower-case hex; empty for no salt.
     pub salt_hex: String,
+}
+
+impl VerityParams {
+    /// The salt's bytes (checked to be hex by [`parse`]).
+    pub fn salt(&self) -> Vec<u8> {
+        hex_decode(&self.salt_hex).unwrap_or_default()
+    }
 }
 
 /// Everything cairn-init takes from the command line.
@@ -152,32 +156,25 @@ fn parse_verity(v: &str) -> Result<VerityParams, String> {
     let hash_offset: u64 = offset
         .parse()
         .map_err(|_| bad("hash_offset is not a number"))?;
-    let bs = u64::from(VERITY_BLOCK_SIZE);
-    if data_blocks == 0 {
-        return Err(bad("data_blocks is 0"));
-    }
-    if !hash_offset.is_multiple_of(bs) {
-        return Err(bad("hash_offset is not a multiple of 4096"));
-    }
     // The tree lives after the data on the same partition; overlapping it
     // would make the data verify itself.
-    match data_blocks.checked_mul(bs) {
-        Some(end) if end <= hash_offset => {}
-        _ => return Err(bad("hash_offset lies inside the data area")),
-    }
+    let layout = Layout::new(data_blocks, hash_offset).map_err(|e| match e {
+        GeometryError::NoData => bad("data_blocks is 0"),
+        GeometryError::Unaligned { .. } => bad("hash_offset is not a multiple of 4096"),
+        GeometryError::TooLarge { .. } | GeometryError::Overlap { .. } => {
+            bad("hash_offset lies inside the data area")
+        }
+        e => bad(&e.to_string()),
+    })?;
     let salt_hex = if salt == "-" {
         String::new()
     } else {
         salt.to_ascii_lowercase()
     };
-    if salt_hex.len() % 2 != 0 || !is_hex(&salt_hex) || salt_hex.len() > 2 * MAX_SALT_BYTES {
+    if salt_hex.len() % 2 != 0 || !is_hex(&salt_hex) || salt_hex.len() > 2 * MAX_SALT_SIZE {
         return Err(bad("salt is not hex of at most 256 bytes"));
     }
-    Ok(VerityParams {
-        data_blocks,
-        hash_offset,
-        salt_hex,
-    })
+    Ok(VerityParams { layout, salt_hex })
 }
 
 fn is_hex(s: &str) -> bool {
@@ -216,8 +213,7 @@ mod tests {
         assert_eq!(
             p.verity,
             VerityParams {
-                data_blocks: 1000,
-                hash_offset: 4_096_000,
+                layout: Layout::new(1000, 4_096_000).unwrap(),
                 salt_hex: "00ff".into()
             }
         );

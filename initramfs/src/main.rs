@@ -21,15 +21,16 @@ mod verity;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fs::{self, File};
-use std::io::{self, ErrorKind};
+use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use blockdev::{Found, GptEntry, PartDev};
+use blockdev::{Disk, Found, PartDev};
 use cmdline::BootParams;
+use gpt_slots::Entry;
 use log::{info, warn};
 use rootfs::{Item, SYSROOT};
 
@@ -99,8 +100,8 @@ fn run(debug: &mut bool) -> Result<Infallible> {
         params.slot.letter(),
         params.usr_partuuid,
         params.usrhash,
-        params.verity.data_blocks,
-        params.verity.hash_offset,
+        params.verity.layout.data_blocks(),
+        params.verity.layout.hash_offset(),
         if params.verity.salt_hex.is_empty() {
             "-"
         } else {
@@ -198,10 +199,9 @@ fn load_modules() -> Result<Vec<String>> {
 }
 
 /// One scan of sysfs: partitions, and the GPTs of their disks.
-fn scan_block_devices() -> (Vec<PartDev>, BTreeMap<String, Vec<GptEntry>>, Vec<String>) {
+fn scan_block_devices() -> (Vec<PartDev>, BTreeMap<String, Vec<Entry>>, Vec<String>) {
     let mut parts = Vec::new();
     let mut disks: BTreeMap<String, PathBuf> = BTreeMap::new(); // devname -> sysfs dir
-    let mut problems = Vec::new();
     let Ok(dir) = fs::read_dir("/sys/class/block") else {
         return (
             parts,
@@ -239,51 +239,22 @@ fn scan_block_devices() -> (Vec<PartDev>, BTreeMap<String, Vec<GptEntry>>, Vec<S
             uevent: u,
         });
     }
-    let mut gpts = BTreeMap::new();
-    for (devname, sysdir) in disks {
-        match read_gpt(&devname, &sysdir) {
-            Ok(entries) => {
-                gpts.insert(devname, entries);
-            }
-            Err(e) => problems.push(format!("{devname}: {e}")),
-        }
-    }
+    let (gpts, problems) = blockdev::read_gpts(disks.into_iter().map(|(devname, sysdir)| {
+        let disk = open_disk(&devname, &sysdir);
+        (devname, disk)
+    }));
     (parts, gpts, problems)
 }
 
-/// Reads a disk's GPT entries: the primary header at LBA 1, else the backup
-/// at the last LBA (the kernel falls back to it the same way).
-fn read_gpt(devname: &str, sysdir: &Path) -> Result<Vec<GptEntry>> {
-    let lbs: u64 = fs::read_to_string(sysdir.join("queue/logical_block_size"))
+/// Opens a disk read-only as sectors of its logical block size.
+fn open_disk(devname: &str, sysdir: &Path) -> Result<Disk> {
+    let lbs: usize = fs::read_to_string(sysdir.join("queue/logical_block_size"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .filter(|&n: &u64| n >= 512)
+        .filter(|&n: &usize| n >= 512)
         .unwrap_or(512);
-    let disk = File::open(format!("/dev/{devname}")).map_err(|e| format!("open: {e}"))?;
-    let read_at = |off: u64, len: u64| -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
-        disk.read_exact_at(&mut buf, off)?;
-        Ok(buf)
-    };
-    let header_at = |lba: u64| {
-        read_at(lba * lbs, lbs)
-            .map_err(|e| format!("reading GPT header: {e}"))
-            .and_then(|b| blockdev::parse_gpt_header(&b))
-    };
-    let header = header_at(1).or_else(|primary| {
-        let sectors: u64 = fs::read_to_string(sysdir.join("size"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        let last = (sectors * 512 / lbs)
-            .checked_sub(1)
-            .ok_or(primary.clone())?;
-        header_at(last).map_err(|_| primary)
-    })?;
-    let len = u64::from(header.num_entries) * u64::from(header.entry_size);
-    let buf =
-        read_at(header.entries_lba * lbs, len).map_err(|e| format!("reading GPT entries: {e}"))?;
-    Ok(blockdev::parse_gpt_entries(&buf, &header))
+    let file = File::open(format!("/dev/{devname}")).map_err(|e| format!("open: {e}"))?;
+    Disk::with_sector_size(file, lbs).map_err(|e| format!("size: {e}"))
 }
 
 fn wait_for_partitions(params: &BootParams, module_failures: &[String]) -> Result<Found> {
@@ -306,7 +277,7 @@ fn wait_for_partitions(params: &BootParams, module_failures: &[String]) -> Resul
                 .iter()
                 .flat_map(|(d, es)| {
                     es.iter()
-                        .map(move |e| format!("{d}#{}={}", e.number, e.unique))
+                        .map(move |e| format!("{d}#{}={}", e.number, e.unique_guid))
                 })
                 .collect();
             return Err(format!(
@@ -367,9 +338,8 @@ fn setup_verity(params: &BootParams, usr: &PartDev) -> Result<String> {
         Ok(b)
     };
     let p = &params.verity;
-    verity::check_superblock(&block(p.hash_offset)?, p)?;
-    let salt = cmdline::hex_decode(&p.salt_hex).unwrap_or_default();
-    let actual = verity::root_hash(&salt, &block(verity::top_block_offset(p))?);
+    verity::check_superblock(&block(p.layout.hash_offset())?, p)?;
+    let actual = verity::root_hash_hex(p, &block(p.layout.top_block_offset())?);
     if actual != params.usrhash {
         return Err(format!(
             "root hash mismatch on {dev}: usrhash={} but the tree's top block hashes to {actual}",
@@ -379,7 +349,7 @@ fn setup_verity(params: &BootParams, usr: &PartDev) -> Result<String> {
     drop(file);
 
     let table = verity::table_params((usr.uevent.major, usr.uevent.minor), p, &params.usrhash);
-    let sectors = verity::target_sectors(p);
+    let sectors = p.layout.target_sectors();
     info(&format!("dm-verity table: 0 {sectors} verity {table}"));
     let (major, minor) = dm::create_readonly(DM_NAME, DM_UUID, sectors, "verity", &table)?;
 
@@ -512,18 +482,14 @@ fn apply(items: &[Item]) -> Result<usize> {
 /// and which partition this boot uses. /run is moved into the new root, and
 /// systemd accepts a /run that is already mounted.
 fn record_boot(params: &BootParams) -> Result<()> {
-    let write = |path: &str, text: String| {
-        fs::write(path, text).map_err(|e| format!("writing {path}: {e}"))
+    use disk_layout::run;
+    let at = |rel: &str| format!("/{rel}");
+    let write = |rel: &str, text: String| {
+        fs::write(at(rel), text).map_err(|e| format!("writing {}: {e}", at(rel)))
     };
-    fs::create_dir_all(rootfs::RUN_DIR).map_err(|e| format!("mkdir {}: {e}", rootfs::RUN_DIR))?;
-    write(
-        rootfs::BOOTED_SLOT_FILE,
-        format!("{}\n", params.slot.letter()),
-    )?;
-    write(
-        rootfs::USR_PARTUUID_FILE,
-        format!("{}\n", params.usr_partuuid),
-    )?;
+    fs::create_dir_all(at(run::DIR)).map_err(|e| format!("mkdir {}: {e}", at(run::DIR)))?;
+    write(run::BOOTED_SLOT, format!("{}\n", params.slot.letter()))?;
+    write(run::USR_PARTUUID, format!("{}\n", params.usr_partuuid))?;
     // `usrhash=` on the cmdline also makes systemd-veritysetup-generator
     // (in the booted system, not only in an initrd) wait 90 s for DPS-style
     // partitions named after the hash, then fail "Verity Protection Setup
@@ -541,9 +507,9 @@ fn record_boot(params: &BootParams) -> Result<()> {
     }
     info(&format!(
         "wrote {} ({}) and {}",
-        rootfs::BOOTED_SLOT_FILE,
+        at(run::BOOTED_SLOT),
         params.slot.letter(),
-        rootfs::USR_PARTUUID_FILE
+        at(run::USR_PARTUUID)
     ));
     Ok(())
 }

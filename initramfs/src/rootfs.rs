@@ -10,12 +10,8 @@ pub const ETC_UPPER: &str = ".cairn/etc/upper";
 pub const ETC_WORK: &str = ".cairn/etc/work";
 /// Module load order written by initrd-pack (paths relative to `/`).
 pub const MODULE_LIST: &str = disk_layout::initramfs::MODULE_LIST;
-/// Files for systemd units of the booted system (on the /run moved into it).
 /// Where the OEM partition is mounted (as by oem.mount in systemd-units).
 pub const OEM_MOUNTPOINT: &str = "/oem";
-pub const RUN_DIR: &str = "/run/cairn";
-pub const BOOTED_SLOT_FILE: &str = "/run/cairn/booted-slot";
-pub const USR_PARTUUID_FILE: &str = "/run/cairn/usr-partuuid";
 /// Generators cairn-init masks for the booted system (see `record_boot`).
 pub const MASKED_GENERATORS_DIR: &str = "/run/systemd/system-generators";
 pub const MASKED_GENERATORS: &[&str] = &["systemd-veritysetup-generator"];

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use boot_sig::KEY_SLOT_LEN;
-use cairn_host::config::HostConfig;
 use disk_layout::Arch;
 use gpt_slots::{Attrs, BlockDevice, Gpt, choose, crc32};
+use host_config::config::HostConfig;
 use initrd_pack::ModuleIndex;
 use initrd_pack::cpio::{Archive, read_newc};
 use oci_image::manifest::{
@@ -187,7 +187,7 @@ pub static TARGETS: &[Target] = &[
     },
     Target {
         name: "host-config",
-        about: "cairn-host HostConfig::parse (config.toml), round trip and app unit rendering",
+        about: "host-config HostConfig::parse (config.toml), round trip and app unit rendering",
         run: host_config,
         seeds: host_config_seeds,
         format: Format::Toml,
@@ -601,10 +601,8 @@ fn channel_doc(releases: usize) -> Vec<u8> {
                 version: Version::parse(&v).expect("a valid version"),
                 manifest_sha256: Hex32([i as u8; 32]),
                 manifest_size: 1234 + i as u64,
-                wave: Wave {
-                    start: NOW - 10,
-                    duration: 3600 * i as u64,
-                },
+                wave: Wave::linear(NOW - 10, 3600 * i as u64),
+                halted: None,
             }
         })
         .collect();
@@ -649,6 +647,7 @@ fn manifest(data: &[u8]) -> u64 {
         manifest_sha256: Hex32(Sha256::digest(data).into()),
         manifest_size: data.len() as u64,
         wave: Wave::immediate(0),
+        halted: None,
     };
     let r = release_repo::verify_manifest(data, &sig, &entry, &[f.release[0].public()], 1);
     if let Ok(m) = &r {
@@ -1125,7 +1124,7 @@ fn host_config(data: &[u8]) -> u64 {
         panic!("the saved apps table does not parse: {e}");
     }
     for app in &cfg.apps {
-        let _ = cairn_host::units::unit_text(app, cfg.containers.as_ref());
+        let _ = app_units::units::unit_text(app, cfg.containers.as_ref());
     }
     outcome::mark(
         (cfg.apps.len() as u64 * 3 + cfg.users.len() as u64) << 1,
@@ -1133,8 +1132,8 @@ fn host_config(data: &[u8]) -> u64 {
     )
 }
 
-/// The full example of every host-config section (cairn-host's own).
-const HOST_CONFIG: &str = cairn_host::config::EXAMPLE;
+/// The full example of every host-config section (host-config.s own).
+const HOST_CONFIG: &str = host_config::config::EXAMPLE;
 
 fn host_config_seeds() -> Vec<Vec<u8>> {
     let mut seeds = vec![

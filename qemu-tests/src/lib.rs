@@ -23,6 +23,7 @@ pub use pattern::Pattern;
 pub use qmp::QmpEvent;
 pub use runner::{
     Ctx, CtxFactory, CtxTemplate, DEFAULT_PARALLEL, ImageSet, Report, Scenario, ScenarioResult,
-    UpdateInputs, run_scenarios, run_scenarios_in,
+    UpdateInputs, run_scenarios_in,
 };
+pub use scenarios::run_scenarios;
 pub use vm::{HOST_ADDR_FROM_GUEST, HostFwd, OnReboot, Vm, VmSpec, default_cpu, host_url};

@@ -202,23 +202,6 @@ impl Report {
     }
 }
 
-/// Runs the named scenarios of the registry (all that support `arch` if
-/// `names` is empty); see `run_scenarios_in`.
-pub fn run_scenarios<S: AsRef<str>>(
-    names: &[S],
-    arch: Arch,
-    ctx_factory: &CtxFactory<'_>,
-    parallel: usize,
-) -> Report {
-    run_scenarios_in(
-        crate::scenarios::registry(),
-        names,
-        arch,
-        ctx_factory,
-        parallel,
-    )
-}
-
 /// Runs scenarios with at most `parallel` at once, printing one line per
 /// scenario as it ends (details of a failure follow, indented) and
 /// `N passed, N failed` last. Unknown names count as failures.

@@ -454,6 +454,9 @@ pub struct Vm {
     events: Arc<Mutex<Vec<QmpEvent>>>,
     spawn: u32,
     spawned_at: Instant,
+    /// When each qemu process of this VM was spawned, by spawn number: the
+    /// base of its console lines' `t`.
+    spawn_times: Vec<Instant>,
     cursor: Mark,
     nonce_base: u64,
     nonce: u64,
@@ -504,6 +507,7 @@ impl Vm {
             events: Arc::new(Mutex::new(Vec::new())),
             spawn: 0,
             spawned_at: Instant::now(),
+            spawn_times: Vec::new(),
             cursor: Mark::default(),
             nonce_base: unique(),
             nonce: 0,
@@ -530,6 +534,8 @@ impl Vm {
             .spawn()
             .with_context(|| format!("spawning {}", self.binary))?;
         self.spawned_at = Instant::now();
+        self.spawn_times.truncate(self.spawn as usize);
+        self.spawn_times.push(self.spawned_at);
         self.exit = None;
         let stdout = child.stdout.take().context("qemu stdout")?;
         self.stdin = child.stdin.take();
@@ -612,6 +618,14 @@ impl Vm {
     /// Seconds since the current qemu process was spawned.
     pub fn uptime(&self) -> f64 {
         self.spawned_at.elapsed().as_secs_f64()
+    }
+
+    /// The host's clock at a console line: its qemu's spawn time plus its
+    /// `t`. Lines of different VMs (or spawns) compare on this clock.
+    pub fn line_instant(&self, line: &Line) -> Option<Instant> {
+        self.spawn_times
+            .get(line.spawn as usize)
+            .map(|s| *s + Duration::from_secs_f64(line.t.max(0.0)))
     }
 
     /// QMP events so far (all qemu processes of this VM).

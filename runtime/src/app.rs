@@ -8,72 +8,46 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use app_spec::{AppSettings, Cgroups, Network};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use crate::cgroup_policy;
-use crate::cli::{CgroupsMode, Exec, Paths, Run};
+use crate::cli::{Exec, Paths, Run};
 use crate::console::{self, ConsoleSocket, RawMode, Relay, ScratchDir};
 use crate::foreground::{self, NotifyRelay};
-use crate::images;
+use crate::images::{self, ResolvedImage};
 use crate::portfwd::{self, Listeners};
 use crate::runtime::{CreateOptions, ExecOptions, Libcontainer, OciRuntime, RuntimeError};
-use crate::spec::{self, AppSettings, HostContext, NetMode};
+use crate::spec::{self, HostContext};
 
 pub const ANNOTATION_IMAGE: &str = "org.cairn.image";
 pub const ANNOTATION_DIGEST: &str = "org.cairn.image.digest";
 pub const ANNOTATION_STOP_SIGNAL: &str = "org.cairn.stop-signal";
 
-/// App names become directory names, cgroup names and hostnames.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && !name.starts_with(['.', '-'])
-}
-
-/// The image facts an app needs, whatever store they come from.
-#[derive(Debug, Clone)]
-pub struct ResolvedImage {
-    pub reference: String,
-    pub digest: String,
-    pub rootfs: PathBuf,
-    pub defaults: spec::ImageDefaults,
-    pub stop_signal: Option<String>,
-}
-
-pub fn settings_from_cli(r: &Run, name: &str) -> Result<AppSettings> {
-    let net: NetMode = r.net.parse()?;
-    let publish: Vec<spec::Publish> = r
-        .publish
-        .iter()
-        .map(|p| spec::parse_publish(p))
-        .collect::<Result<_, _>>()?;
-    spec::check_publish(net, &publish)?;
-    Ok(AppSettings {
-        name: name.to_string(),
+/// The app form of `run` as settings: clap parsed every value with
+/// app-spec's types; what is left are the rules between them.
+pub fn settings_from_cli(r: &Run) -> Result<AppSettings> {
+    let Some(name) = r.name.clone() else {
+        bail!("internal error: the app form of run needs --name");
+    };
+    let settings = AppSettings {
         command: r.command.clone(),
-        env: r
-            .env
-            .iter()
-            .map(|e| spec::parse_env(e))
-            .collect::<Result<_, _>>()?,
-        volumes: r
-            .volume
-            .iter()
-            .map(|v| spec::parse_volume(v))
-            .collect::<Result<_, _>>()?,
+        env: r.env.clone(),
+        volumes: r.volume.clone(),
+        network: r.net,
+        publish: r.publish.clone(),
+        memory: r.memory,
+        cpus: r.cpus,
+        pids: r.pids_limit,
         user: r.user.clone(),
         workdir: r.workdir.clone(),
-        memory: r.memory.as_deref().map(spec::parse_memory).transpose()?,
-        cpus: r.cpus.as_deref().map(spec::parse_cpus).transpose()?,
-        pids_limit: r.pids_limit,
-        net,
-        publish,
         read_write: r.read_write,
         hostname: r.hostname.clone(),
-    })
+        cgroups: r.cgroups,
+        ..AppSettings::new(name, r.target.clone())
+    };
+    settings.check()?;
+    Ok(settings)
 }
 
 /// Reads a small text file of the image (passwd, group), at most 1 MiB.
@@ -163,9 +137,9 @@ struct Placement {
 impl Placement {
     /// Decides, and for `--cgroups split` moves this (still single-threaded)
     /// process into the unit's supervisor cgroup.
-    fn choose(rt: &Libcontainer, r: &Run, name: &str, systemd_flag: bool) -> Result<Self> {
-        Ok(match r.cgroups {
-            CgroupsMode::Split => {
+    fn choose(rt: &Libcontainer, cgroups: Cgroups, name: &str, systemd_flag: bool) -> Result<Self> {
+        Ok(match cgroups {
+            Cgroups::Split => {
                 let own = std::fs::read_to_string("/proc/self/cgroup")
                     .context("cannot read /proc/self/cgroup")?;
                 let split = cgroup_policy::split_cgroups(
@@ -179,7 +153,7 @@ impl Placement {
                     cgroups_path: split.payload(),
                 }
             }
-            CgroupsMode::Separate
+            Cgroups::Separate
                 if systemd_flag
                     || cgroup_policy::use_systemd(
                         rt.cgroup_mode,
@@ -191,7 +165,7 @@ impl Placement {
                     cgroups_path: format!("machine.slice:cairn:{name}"),
                 }
             }
-            CgroupsMode::Separate => Placement {
+            Cgroups::Separate => Placement {
                 systemd: false,
                 cgroups_path: format!("/cairn/{name}"),
             },
@@ -238,12 +212,9 @@ impl Drop for Overlay {
 /// Bundles live on tmpfs (rebuilt at every start); the writable layer lives
 /// on ROOT so --read-write changes survive restarts.
 pub fn run(rt: &Libcontainer, r: &Run, paths: &Paths, systemd_flag: bool) -> Result<i32> {
-    let name = r.name.as_deref().unwrap_or_default();
-    if !valid_name(name) {
-        bail!("invalid app name {name:?}: use 1-63 letters, digits, '-', '_' or '.'");
-    }
-    let settings = settings_from_cli(r, name)?;
-    let image = images::resolve_for_run(paths, &r.target)?;
+    let settings = settings_from_cli(r)?;
+    let name = settings.name.as_str();
+    let image = images::resolve_for_run(paths, &settings.image)?;
     // Root only, before anything is made in them: the bundles hold the
     // mounted rootfs of every running app and the state its writable layer,
     // setuid programs of the image (or made by the app's root) included, and
@@ -277,7 +248,7 @@ pub fn run(rt: &Libcontainer, r: &Run, paths: &Paths, systemd_flag: bool) -> Res
     // nothing left behind.
     let listeners = Listeners::bind(&settings.publish)?;
 
-    let placement = Placement::choose(rt, r, name, systemd_flag)?;
+    let placement = Placement::choose(rt, settings.cgroups, name, systemd_flag)?;
 
     let bundle = paths.app_bundles.join(name);
     let state = paths.app_state.join(name);
@@ -311,7 +282,8 @@ fn run_in_bundle(
 
     let user_spec = settings
         .user
-        .clone()
+        .as_ref()
+        .map(ToString::to_string)
         .or_else(|| image.defaults.user.clone())
         .filter(|u| !u.is_empty());
     let user = match user_spec {
@@ -363,20 +335,20 @@ fn run_in_bundle(
         .with_context(|| format!("cannot write {}", config.display()))?;
 
     let opts = CreateOptions {
-        id: settings.name.clone(),
+        id: settings.name.to_string(),
         bundle: bundle.to_path_buf(),
         systemd_cgroup: placement.systemd,
         ..Default::default()
     };
-    let net = settings.net;
+    let net = settings.network;
     let after_create: crate::AfterCreate = Box::new(move |pid| setup_network(net, listeners, pid));
     crate::run_bundle_with(rt, &opts, false, relay.as_ref(), Some(after_create))
 }
 
 /// Between create and start: a private (or none) network gets its loopback
 /// up, and the published ports start forwarding into it.
-fn setup_network(net: NetMode, listeners: Listeners, pid: i32) -> Result<()> {
-    if net == NetMode::Host {
+fn setup_network(net: Network, listeners: Listeners, pid: i32) -> Result<()> {
+    if net == Network::Host {
         return Ok(());
     }
     let netns = portfwd::open_netns(pid)?;
@@ -531,11 +503,7 @@ pub fn exec(rt: &Libcontainer, e: &Exec) -> Result<i32> {
             p.clone()
         }
         None => {
-            let env = e
-                .env
-                .iter()
-                .map(|kv| spec::parse_env(kv))
-                .collect::<Result<Vec<_>, _>>()?;
+            let env: Vec<String> = e.env.iter().map(ToString::to_string).collect();
             let bundle = rt.state(&e.name)?.bundle;
             let config = bundle.join("config.json");
             let container: serde_json::Value = std::fs::read(&config)
@@ -692,20 +660,5 @@ mod tests {
         assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
 
         assert!(read_image_file(&rootfs, "../host/passwd").is_err());
-    }
-
-    #[test]
-    fn name_table() {
-        for (n, ok) in [
-            ("web", true),
-            ("web-1.a_b", true),
-            ("", false),
-            ("a/b", false),
-            ("..", false),
-            ("-x", false),
-            (&"a".repeat(64), false),
-        ] {
-            assert_eq!(valid_name(n), ok, "{n}");
-        }
     }
 }

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use app_spec::{
+    AbsPath, AppName, Bind, Cgroups, Cpus, EnvVar, Memory, Network, Pids, Publish, User,
+};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -144,7 +147,7 @@ pub struct Run {
     pub bundle: Option<PathBuf>,
     /// App form: the app name; the positional argument is the image.
     #[arg(long)]
-    pub name: Option<String>,
+    pub name: Option<AppName>,
     /// Container id (with --bundle) or image reference (with --name).
     pub target: String,
     /// Command replacing the image's cmd (app form).
@@ -164,29 +167,32 @@ pub struct Run {
     #[arg(long, default_value_t = 0, conflicts_with = "name")]
     pub preserve_fds: i32,
 
+    // The app options: their values are app-spec's types, the grammar the
+    // host config's [[apps]] is checked with.
     #[arg(short, long = "env", value_name = "K=V", conflicts_with = "bundle")]
-    pub env: Vec<String>,
+    pub env: Vec<EnvVar>,
     #[arg(
         short,
         long = "volume",
         value_name = "HOST:CTR[:ro]",
         conflicts_with = "bundle"
     )]
-    pub volume: Vec<String>,
+    pub volume: Vec<Bind>,
+    #[arg(short, long, value_name = "USER[:GROUP]", conflicts_with = "bundle")]
+    pub user: Option<User>,
     #[arg(short, long, conflicts_with = "bundle")]
-    pub user: Option<String>,
-    #[arg(short, long, conflicts_with = "bundle")]
-    pub workdir: Option<String>,
-    #[arg(short, long, conflicts_with = "bundle")]
-    pub memory: Option<String>,
+    pub workdir: Option<AbsPath>,
+    /// Bytes, or with a k, M, G or T suffix (256M, 1GiB); at least 6M.
+    #[arg(short, long, value_name = "SIZE", conflicts_with = "bundle")]
+    pub memory: Option<Memory>,
     #[arg(long, conflicts_with = "bundle")]
-    pub cpus: Option<String>,
+    pub cpus: Option<Cpus>,
     #[arg(long, conflicts_with = "bundle")]
-    pub pids_limit: Option<i64>,
+    pub pids_limit: Option<Pids>,
     /// private: own network namespace, loopback only plus --publish;
     /// none: loopback only; host: the host's network.
-    #[arg(long, default_value = "private", conflicts_with = "bundle")]
-    pub net: String,
+    #[arg(long, default_value_t = Network::Private, conflicts_with = "bundle")]
+    pub net: Network,
     /// Forward a host port (all addresses, IPv4 and IPv6) to the app's port
     /// on its loopback (--net private only; the app sees 127.0.0.1 as peer).
     #[arg(
@@ -195,7 +201,7 @@ pub struct Run {
         value_name = "HOST:CTR[/tcp|/udp]",
         conflicts_with = "bundle"
     )]
-    pub publish: Vec<String>,
+    pub publish: Vec<Publish>,
     #[arg(long, conflicts_with = "bundle")]
     pub read_write: bool,
     #[arg(long, conflicts_with = "bundle")]
@@ -204,14 +210,8 @@ pub struct Run {
     /// machine.slice on cgroup v2, else /cairn/<name>); split: below the
     /// calling unit's cgroup, which must have Delegate=yes, so the unit's
     /// stop, kill and accounting cover the app (as podman --cgroups=split).
-    #[arg(long, value_enum, default_value_t = CgroupsMode::Separate, conflicts_with = "bundle")]
-    pub cgroups: CgroupsMode,
-}
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CgroupsMode {
-    Separate,
-    Split,
+    #[arg(long, default_value_t = Cgroups::Separate, conflicts_with = "bundle")]
+    pub cgroups: Cgroups,
 }
 
 #[derive(Args, Debug)]
@@ -227,7 +227,7 @@ pub struct Stop {
 #[derive(Args, Debug)]
 pub struct Exec {
     #[arg(short, long = "env", value_name = "K=V", conflicts_with = "process")]
-    pub env: Vec<String>,
+    pub env: Vec<EnvVar>,
     #[arg(short, long, visible_alias = "cwd", conflicts_with = "process")]
     pub workdir: Option<PathBuf>,
     /// runtime-spec process JSON (args, env, cwd, user, terminal, ...)
@@ -342,6 +342,8 @@ mod tests {
                 "run", "--name", "web", "--net", "host", "-v", "/a:/b:ro", "img",
             ],
             &["run", "--name", "web", "--cgroups", "split", "img"],
+            // The host config's size syntax works here too.
+            &["run", "--name", "web", "--memory", "1GiB", "img"],
             &[
                 "run",
                 "--name",
@@ -365,6 +367,26 @@ mod tests {
             &["run", "--bundle", "/b", "--publish", "8080:80", "id1"],
             &["run", "--bundle", "/b", "--cgroups", "split", "id1"],
             &["run", "--name", "web", "--cgroups", "unit", "img"],
+            // app-spec's grammar, as the host config's.
+            &["run", "--name", "Web", "img"],
+            &["run", "--name", "web_1", "img"],
+            &["run", "--name", "web", "--memory", "5m", "img"],
+            &["run", "--name", "web", "--env", "1A=x", "img"],
+            &["run", "--name", "web", "--pids-limit", "0", "img"],
+            &["run", "--name", "web", "--cpus", "0.001", "img"],
+            &["run", "--name", "web", "--user", "a b", "img"],
+            &["run", "--name", "web", "--workdir", "rel", "img"],
+            &["run", "--name", "web", "--volume", "data:/data", "img"],
+            &[
+                "run",
+                "--name",
+                "web",
+                "--publish",
+                "127.0.0.1:80:80",
+                "img",
+            ],
+            &["run", "--name", "web", "--net", "bridge", "img"],
+            &["exec", "-e", "A.B=1", "web", "ls"],
         ];
         for args in bad {
             assert!(parse(args).is_err(), "{args:?} parsed");
@@ -380,7 +402,7 @@ mod tests {
         let Command::Run(r) = cli.command else {
             panic!()
         };
-        assert_eq!(r.name.as_deref(), Some("web"));
+        assert_eq!(r.name.as_ref().map(AppName::as_str), Some("web"));
         assert_eq!(r.target, "img:1");
         assert_eq!(r.command, ["/bin/sh", "-c", "exit 3"]);
     }
@@ -447,5 +469,21 @@ mod tests {
         assert!(parse(&["exec", "--process", "/p", "web", "--", "ls"]).is_err());
         assert!(parse(&["exec", "--process", "/p", "-e", "A=1", "web"]).is_err());
         assert!(parse(&["sign", "--key", "/k", "img", "--out", "/o", "--push"]).is_err());
+    }
+
+    /// A refused value names the flag and says what is wrong, with an example.
+    #[test]
+    fn bad_values_explain_themselves() {
+        let e = parse(&["run", "--name", "web", "--memory", "5m", "img"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--memory") && e.contains("below 6M") && e.contains("\"256M\""),
+            "{e}"
+        );
+        let e = parse(&["run", "--name", "Web", "img"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--name") && e.contains("lowercase only"), "{e}");
     }
 }

@@ -4,7 +4,6 @@ use anyhow::{Context, Result, bail};
 use oci_image::{Image, KeyPair, PublicKey, PullOptions, Requirement, Store, TrustPolicy};
 use serde_json::json;
 
-use crate::app::ResolvedImage;
 use crate::cli::{Command, Paths, Sign, Trust};
 use crate::spec::ImageDefaults;
 
@@ -35,6 +34,16 @@ pub fn defaults_of(image: &Image) -> ImageDefaults {
         working_dir: c.working_dir.clone(),
         user: c.user.clone(),
     }
+}
+
+/// The image facts an app needs, whatever store they come from.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub reference: String,
+    pub digest: String,
+    pub rootfs: std::path::PathBuf,
+    pub defaults: crate::spec::ImageDefaults,
+    pub stop_signal: Option<String>,
 }
 
 /// Finds a stored image and re-checks it against the current trust policy

@@ -1,10 +1,15 @@
 //! Image config + app settings → OCI runtime spec (`config.json`).
 //!
 //! Everything here is pure: the caller reads files (the image's /etc/passwd,
-//! the host's cgroup layout) and passes their contents in.
+//! the host's cgroup layout) and passes their contents in. The settings and
+//! their grammar are app-spec's ([`AppSettings`]), shared with the host
+//! config.
 
 use std::path::{Path, PathBuf};
 
+/// The port forwarder (`portfwd`) takes app-spec's type.
+pub use ::app_spec::Publish;
+use ::app_spec::{AppSettings, Network};
 use libcontainer::oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
@@ -12,29 +17,6 @@ use crate::seccomp_profile;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpecError {
-    #[error("invalid --env {0:?}: expected KEY=VALUE with a non-empty KEY")]
-    Env(String),
-    #[error(
-        "invalid --volume {0:?}: expected /host/path:/container/path[:ro|:rw] with absolute paths"
-    )]
-    Volume(String),
-    #[error("invalid --publish {0:?}: expected HOSTPORT:CONTAINERPORT[/tcp|/udp]")]
-    Publish(String),
-    #[error(
-        "--publish forwards host ports into the app's private network; with --net {0} {hint}",
-        hint = publish_net_hint(.0)
-    )]
-    PublishNet(&'static str),
-    #[error("host port {0}/{1} is published twice: give each --publish its own host port")]
-    PublishTwice(u16, &'static str),
-    #[error(
-        "invalid --memory {0:?}: expected bytes with an optional k, m or g suffix (at least 6m)"
-    )]
-    Memory(String),
-    #[error("invalid --cpus {0:?}: expected a positive number such as 0.5 or 2")]
-    Cpus(String),
-    #[error("invalid --net {0:?}: expected host, none or private")]
-    Net(String),
     #[error(
         "user {0:?} not found in the image's /etc/passwd; use a numeric uid[:gid] or add the user to the image"
     )]
@@ -51,14 +33,6 @@ pub enum SpecError {
     NoProcess,
 }
 
-fn publish_net_hint(net: &str) -> &'static str {
-    if net == "host" {
-        "the app binds host ports itself: remove --publish"
-    } else {
-        "nothing can reach the app: use --net private"
-    }
-}
-
 /// The parts of an image config that shape the process.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImageDefaults {
@@ -67,78 +41,6 @@ pub struct ImageDefaults {
     pub env: Vec<String>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum NetMode {
-    Host,
-    None,
-    /// A new network namespace with loopback only, like `none`, plus the
-    /// `--publish` port forwards (see `portfwd`).
-    #[default]
-    Private,
-}
-
-impl std::str::FromStr for NetMode {
-    type Err = SpecError;
-    fn from_str(s: &str) -> Result<Self, SpecError> {
-        match s {
-            "host" => Ok(Self::Host),
-            "none" => Ok(Self::None),
-            "private" => Ok(Self::Private),
-            _ => Err(SpecError::Net(s.to_string())),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Volume {
-    pub host: PathBuf,
-    pub container: String,
-    pub read_only: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Publish {
-    pub host_port: u16,
-    pub container_port: u16,
-    pub udp: bool,
-}
-
-impl Publish {
-    pub fn proto(&self) -> &'static str {
-        if self.udp { "udp" } else { "tcp" }
-    }
-}
-
-impl std::fmt::Display for Publish {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}/{}",
-            self.host_port,
-            self.container_port,
-            self.proto()
-        )
-    }
-}
-
-/// What `cairn-run run --name` was asked for.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AppSettings {
-    pub name: String,
-    pub command: Vec<String>,
-    pub env: Vec<String>,
-    pub volumes: Vec<Volume>,
-    pub user: Option<String>,
-    pub workdir: Option<String>,
-    pub memory: Option<i64>,
-    pub cpus: Option<f64>,
-    pub pids_limit: Option<i64>,
-    pub net: NetMode,
-    pub publish: Vec<Publish>,
-    pub read_write: bool,
-    pub hostname: Option<String>,
 }
 
 /// Host facts the spec depends on.
@@ -207,96 +109,10 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 /// The kernel's CFS period; --cpus is a quota relative to it.
 const CPU_PERIOD: u64 = 100_000;
 
-pub fn parse_env(s: &str) -> Result<String, SpecError> {
-    match s.split_once('=') {
-        Some((k, _)) if !k.is_empty() && !k.contains('\0') => Ok(s.to_string()),
-        _ => Err(SpecError::Env(s.to_string())),
-    }
-}
-
-pub fn parse_volume(s: &str) -> Result<Volume, SpecError> {
-    let err = || SpecError::Volume(s.to_string());
-    let parts: Vec<&str> = s.split(':').collect();
-    let (host, ctr, read_only) = match parts.as_slice() {
-        [h, c] => (*h, *c, false),
-        [h, c, "ro"] => (*h, *c, true),
-        [h, c, "rw"] => (*h, *c, false),
-        _ => return Err(err()),
-    };
-    let absolute_clean =
-        |p: &str| p.starts_with('/') && !p.split('/').any(|c| c == "..") && !p.contains('\0');
-    if !absolute_clean(host) || !absolute_clean(ctr) || ctr == "/" {
-        return Err(err());
-    }
-    Ok(Volume {
-        host: PathBuf::from(host),
-        container: ctr.to_string(),
-        read_only,
-    })
-}
-
-pub fn parse_publish(s: &str) -> Result<Publish, SpecError> {
-    let err = || SpecError::Publish(s.to_string());
-    let (ports, udp) = match s.rsplit_once('/') {
-        Some((p, "tcp")) => (p, false),
-        Some((p, "udp")) => (p, true),
-        Some(_) => return Err(err()),
-        None => (s, false),
-    };
-    let (h, c) = ports.split_once(':').ok_or_else(err)?;
-    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(err);
-    Ok(Publish {
-        host_port: port(h)?,
-        container_port: port(c)?,
-        udp,
-    })
-}
-
-/// Port forwards only make sense into the app's own network namespace, and
-/// a host port can be forwarded once per protocol (as the host config's
-/// `ports` are checked).
-pub fn check_publish(net: NetMode, publish: &[Publish]) -> Result<(), SpecError> {
-    match (net, publish.is_empty()) {
-        (_, true) | (NetMode::Private, false) => {}
-        (NetMode::Host, false) => return Err(SpecError::PublishNet("host")),
-        (NetMode::None, false) => return Err(SpecError::PublishNet("none")),
-    }
-    for (i, p) in publish.iter().enumerate() {
-        if publish[..i]
-            .iter()
-            .any(|o| o.host_port == p.host_port && o.udp == p.udp)
-        {
-            return Err(SpecError::PublishTwice(p.host_port, p.proto()));
-        }
-    }
-    Ok(())
-}
-
-/// Bytes with an optional binary suffix; below 6 MiB the container's own
-/// runtime setup cannot fit, so such limits are refused up front.
-pub fn parse_memory(s: &str) -> Result<i64, SpecError> {
-    let err = || SpecError::Memory(s.to_string());
-    let lower = s.trim().to_ascii_lowercase();
-    let lower = lower.strip_suffix('b').unwrap_or(&lower);
-    let (num, mult) = match lower.char_indices().last() {
-        Some((i, 'k')) => (&lower[..i], 1i64 << 10),
-        Some((i, 'm')) => (&lower[..i], 1 << 20),
-        Some((i, 'g')) => (&lower[..i], 1 << 30),
-        _ => (lower, 1),
-    };
-    let n: i64 = num.parse().map_err(|_| err())?;
-    let bytes = n.checked_mul(mult).ok_or_else(err)?;
-    if bytes < 6 << 20 {
-        return Err(err());
-    }
-    Ok(bytes)
-}
-
-pub fn parse_cpus(s: &str) -> Result<f64, SpecError> {
-    match s.parse::<f64>() {
-        Ok(c) if c.is_finite() && c > 0.0 && c <= 4096.0 => Ok(c),
-        _ => Err(SpecError::Cpus(s.to_string())),
-    }
+/// `--publish` values for the port forwarder's tests.
+#[cfg(test)]
+pub(crate) fn parse_publish(s: &str) -> Result<Publish, ::app_spec::Error> {
+    s.parse()
 }
 
 /// A resolved process identity.
@@ -449,14 +265,15 @@ pub fn app_spec(
     host: &HostContext,
 ) -> Result<Spec, SpecError> {
     let args = process_args(image, &app.command)?;
-    let mut extra_env = app.env.clone();
+    let mut extra_env: Vec<String> = app.env.iter().map(ToString::to_string).collect();
     if host.notify_dir.is_some() {
         extra_env.push(format!("NOTIFY_SOCKET={NOTIFY_DIR}/{NOTIFY_SOCKET_NAME}"));
     }
     let env = merge_env(&[&image.env, &extra_env]);
     let cwd = app
         .workdir
-        .clone()
+        .as_ref()
+        .map(ToString::to_string)
         .or_else(|| image.working_dir.clone())
         .filter(|w| !w.is_empty());
 
@@ -471,8 +288,8 @@ pub fn app_spec(
     for v in &app.volumes {
         let mut opts = vec!["rbind", "nosuid", "nodev"];
         opts.push(if v.read_only { "ro" } else { "rw" });
-        mounts.push(json!({"destination": v.container, "type": "bind",
-                           "source": v.host, "options": opts}));
+        mounts.push(json!({"destination": v.target.as_str(), "type": "bind",
+                           "source": v.host.as_str(), "options": opts}));
     }
     if let Some(dir) = &host.notify_dir {
         mounts.push(
@@ -480,7 +297,7 @@ pub fn app_spec(
                            "options": ["bind", "nosuid", "nodev", "noexec"]}),
         );
     }
-    if app.net == NetMode::Host {
+    if app.network == Network::Host {
         // Name resolution follows the host when sharing its network.
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
             if Path::new(f).exists() {
@@ -496,7 +313,7 @@ pub fn app_spec(
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    if app.net != NetMode::Host {
+    if app.network != Network::Host {
         namespaces.push(json!({"type": "network"}));
     }
 
@@ -505,17 +322,17 @@ pub fn app_spec(
         resources["devices"] = default_device_rules();
     }
     if let Some(m) = app.memory {
-        resources["memory"] = json!({"limit": m, "swap": m});
+        resources["memory"] = json!({"limit": m.bytes(), "swap": m.bytes()});
     }
     if let Some(c) = app.cpus {
-        resources["cpu"] =
-            json!({"quota": (c * CPU_PERIOD as f64).round() as i64, "period": CPU_PERIOD});
+        resources["cpu"] = json!({"quota": (c.get() * CPU_PERIOD as f64).round() as i64,
+                                  "period": CPU_PERIOD});
     }
-    if let Some(p) = app.pids_limit {
-        resources["pids"] = json!({"limit": p});
+    if let Some(p) = app.pids {
+        resources["pids"] = json!({"limit": p.get()});
     }
 
-    let hostname = app.hostname.clone().unwrap_or_else(|| app.name.clone());
+    let hostname = app.hostname.clone().unwrap_or_else(|| app.name.to_string());
     let mut user_json = json!({"uid": user.uid, "gid": user.gid});
     if !user.additional_gids.is_empty() {
         user_json["additionalGids"] = json!(user.additional_gids);
@@ -553,7 +370,7 @@ pub fn app_spec(
 
 /// The process `exec` starts from a command line: the container's own
 /// (user, capabilities, rlimits, no_new_privileges, AppArmor), with the
-/// command, extra env (KEY=VALUE, already checked by [`parse_env`]), working
+/// command, extra env (KEY=VALUE, already checked by app-spec's `EnvVar`), working
 /// directory and terminal asked for, as `runc exec` and `podman exec` do.
 pub fn exec_process(
     container_process: Option<&Value>,
@@ -602,134 +419,6 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn env_table() {
-        for (input, ok) in [
-            ("A=1", true),
-            ("A=", true),
-            ("A=b=c", true),
-            ("=1", false),
-            ("A", false),
-        ] {
-            assert_eq!(parse_env(input).is_ok(), ok, "{input}");
-        }
-    }
-
-    #[test]
-    fn volume_table() {
-        let v = |h: &str, c: &str, ro| {
-            Ok(Volume {
-                host: h.into(),
-                container: c.into(),
-                read_only: ro,
-            })
-        };
-        for (input, want) in [
-            ("/a:/b", v("/a", "/b", false)),
-            ("/a:/b:ro", v("/a", "/b", true)),
-            ("/a:/b:rw", v("/a", "/b", false)),
-            ("a:/b", Err(SpecError::Volume("a:/b".into()))),
-            ("/a:b", Err(SpecError::Volume("/a:b".into()))),
-            ("/a:/", Err(SpecError::Volume("/a:/".into()))),
-            ("/a:/b/../c", Err(SpecError::Volume("/a:/b/../c".into()))),
-            ("/a:/b:x", Err(SpecError::Volume("/a:/b:x".into()))),
-            ("/a", Err(SpecError::Volume("/a".into()))),
-        ] {
-            assert_eq!(parse_volume(input), want, "{input}");
-        }
-    }
-
-    #[test]
-    fn publish_table() {
-        for (input, want) in [
-            ("8080:80", Some((8080, 80, false))),
-            ("8080:80/tcp", Some((8080, 80, false))),
-            ("53:53/udp", Some((53, 53, true))),
-            ("0:80", None),
-            ("80", None),
-            ("80:80/sctp", None),
-            ("70000:80", None),
-        ] {
-            let got = parse_publish(input)
-                .ok()
-                .map(|p| (p.host_port, p.container_port, p.udp));
-            assert_eq!(got, want, "{input}");
-        }
-    }
-
-    #[test]
-    fn publish_check_table() {
-        let p = |s: &str| parse_publish(s).unwrap();
-        for (net, list, want) in [
-            (NetMode::Private, vec![], Ok(())),
-            (NetMode::Host, vec![], Ok(())),
-            (NetMode::None, vec![], Ok(())),
-            (
-                NetMode::Private,
-                vec![p("8080:80"), p("8080:80/udp")],
-                Ok(()),
-            ),
-            (NetMode::Private, vec![p("8080:80"), p("8081:80")], Ok(())),
-            (
-                NetMode::Private,
-                vec![p("53:53/udp"), p("8080:80"), p("53:5353/udp")],
-                Err(SpecError::PublishTwice(53, "udp")),
-            ),
-            (
-                NetMode::Host,
-                vec![p("8080:80")],
-                Err(SpecError::PublishNet("host")),
-            ),
-            (
-                NetMode::None,
-                vec![p("8080:80")],
-                Err(SpecError::PublishNet("none")),
-            ),
-        ] {
-            assert_eq!(check_publish(net, &list), want, "{net:?} {list:?}");
-        }
-        let msg = |e: SpecError| e.to_string();
-        assert!(
-            msg(SpecError::PublishNet("host"))
-                .contains("--net host the app binds host ports itself")
-        );
-        assert!(msg(SpecError::PublishNet("none")).contains("use --net private"));
-        assert_eq!(p("53:5353/udp").to_string(), "53:5353/udp");
-        assert_eq!(p("8080:80").to_string(), "8080:80/tcp");
-    }
-
-    #[test]
-    fn memory_table() {
-        for (input, want) in [
-            ("64m", Some(64 << 20)),
-            ("64M", Some(64 << 20)),
-            ("1g", Some(1 << 30)),
-            ("1gb", Some(1 << 30)),
-            ("8192k", Some(8 << 20)),
-            ("10485760", Some(10 << 20)),
-            ("1m", None),
-            ("abc", None),
-            ("-5m", None),
-            ("99999999999g", None),
-        ] {
-            assert_eq!(parse_memory(input).ok(), want, "{input}");
-        }
-    }
-
-    #[test]
-    fn cpus_table() {
-        for (input, ok) in [
-            ("0.5", true),
-            ("2", true),
-            ("0", false),
-            ("-1", false),
-            ("nan", false),
-            ("x", false),
-        ] {
-            assert_eq!(parse_cpus(input).is_ok(), ok, "{input}");
-        }
     }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n";
@@ -811,13 +500,12 @@ mod tests {
 
     fn app() -> AppSettings {
         AppSettings {
-            name: "web".into(),
-            env: s(&["MODE=prod"]),
-            volumes: vec![parse_volume("/srv/data:/data:ro").unwrap()],
-            memory: Some(64 << 20),
-            cpus: Some(1.5),
-            pids_limit: Some(100),
-            ..Default::default()
+            env: vec!["MODE=prod".parse().unwrap()],
+            volumes: vec!["/srv/data:/data:ro".parse().unwrap()],
+            memory: Some("64m".parse().unwrap()),
+            cpus: Some("1.5".parse().unwrap()),
+            pids: Some("100".parse().unwrap()),
+            ..AppSettings::new("web".parse().unwrap(), "img")
         }
     }
 
@@ -894,7 +582,7 @@ mod tests {
             (
                 "host net has no netns",
                 AppSettings {
-                    net: NetMode::Host,
+                    network: Network::Host,
                     ..app()
                 },
                 true,
@@ -911,7 +599,7 @@ mod tests {
             (
                 "none net has a netns",
                 AppSettings {
-                    net: NetMode::None,
+                    network: Network::None,
                     ..app()
                 },
                 true,
@@ -940,7 +628,7 @@ mod tests {
                 "hostname and workdir",
                 AppSettings {
                     hostname: Some("h1".into()),
-                    workdir: Some("/w".into()),
+                    workdir: Some("/w".parse().unwrap()),
                     ..app()
                 },
                 true,
@@ -957,7 +645,7 @@ mod tests {
                 AppSettings {
                     memory: None,
                     cpus: None,
-                    pids_limit: None,
+                    pids: None,
                     ..app()
                 },
                 true,

@@ -1,5 +1,6 @@
 //! The update flow: check, apply, reconcile after boot, manual rollback, status.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use disk_layout::{Slot, boot_files};
@@ -12,8 +13,11 @@ use release_repo::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::config::RebootStrategy;
+use crate::fleet::{Coordinator, RebootStatus};
 use crate::host::os_release_field;
 use crate::http::Http;
+pub use crate::pipeline::Event;
 use crate::pipeline::{self, UsrJob};
 use crate::plan::{self, Decision, HostView};
 use crate::state::{self, History, Phase, Progress, StateDir, format_utc};
@@ -25,18 +29,6 @@ use crate::{Error, Host};
 const MAX_ROOT_CHAIN: u64 = 1024;
 /// Boot files are held in memory; a signed manifest asking for more is refused.
 const MAX_BOOT_FILE: u64 = 512 << 20;
-
-/// Progress reports for a terminal or the journal.
-#[derive(Debug, Clone)]
-pub enum Event {
-    Phase(String),
-    Chunk {
-        index: u64,
-        total: u64,
-        bytes_done: u64,
-        bytes_total: u64,
-    },
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckOutcome {
@@ -74,6 +66,8 @@ pub struct Status {
     pub reboot_needed: bool,
     pub failed_versions: std::collections::BTreeMap<String, String>,
     pub development_key: bool,
+    /// The reboot strategy and, with a fleet lock, this host's slot.
+    pub reboot: RebootStatus,
 }
 
 /// The agent over one host, disk, state directory and repository.
@@ -91,6 +85,12 @@ pub struct Agent {
     pub ignore_wave: bool,
     /// Test hook: stop (as if killed) after writing this many chunks in one run.
     pub stop_after_chunks: Option<u64>,
+    /// `[update] reboot`.
+    pub reboot: RebootStrategy,
+    /// This host in its fleet group, with `reboot = "etcd-lock"` or
+    /// `"fleetlock"`. With etcd, what becomes of each release here is
+    /// queued for the group's rollout outcomes (`fleet-outbox.json`).
+    pub fleet: Option<Arc<Coordinator>>,
 }
 
 fn now_secs() -> u64 {
@@ -159,8 +159,8 @@ impl Agent {
     /// trust.json counts 0 here (reading it in `check` reports the error).
     pub fn time_floor(&self) -> u64 {
         let seen = self.state.trust().map_or(0, |t| t.signed_time);
-        let os = std::path::Path::new(crate::host::OS_RELEASE);
-        let built = std::fs::read(os).ok().and_then(|bytes| {
+        let os = crate::host::os_release();
+        let built = std::fs::read(&os).ok().and_then(|bytes| {
             let mtime = std::fs::metadata(os)
                 .ok()?
                 .modified()
@@ -224,6 +224,40 @@ impl Agent {
         Ok(())
     }
 
+    /// Queues what became of `version` here for the fleet's rollout
+    /// outcomes (etcd-lock only; cairn-updated sends the queue to etcd).
+    fn note_outcome(
+        &self,
+        version: &str,
+        outcome: fleet_lock::Outcome,
+        reason: &str,
+    ) -> Result<(), Error> {
+        match &self.fleet {
+            Some(f) if f.records_outcomes() => {
+                crate::fleet::queue_outcome(&self.state, version, outcome, reason, self.now())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the fleet lets this host install `version` (etcd-lock: not
+    /// when the group's rollout outcomes halt it). `cairnctl update
+    /// --version` does not ask.
+    pub fn halt_gate(&self, version: &release_manifest::Version) -> Result<(), Error> {
+        match &self.fleet {
+            Some(f) => f.halt_gate(version),
+            None => Ok(()),
+        }
+    }
+
+    /// An update is written, verified and set to boot next: a reboot starts it.
+    pub fn reboot_needed(&self) -> Result<bool, Error> {
+        Ok(self
+            .state
+            .progress()?
+            .is_some_and(|p| p.phase == Phase::Ready && p.slot != self.host.booted_slot.letter()))
+    }
+
     /// K, the boots a committed slot may die in a row before the boot
     /// manager falls back (the board's, shipped in /usr).
     fn boot_tries(&self) -> u8 {
@@ -270,6 +304,7 @@ impl Agent {
         }
         history.push(self.event("fell-back", &last.version, left, why.clone()));
         self.state.set_history(&history)?;
+        self.note_outcome(&last.version, fleet_lock::Outcome::RolledBack, &why)?;
         // An update of that slot still marked ready would read as a pending
         // reboot and hold every later update back.
         if self
@@ -521,7 +556,6 @@ impl Agent {
         self.refuse_if_on_trial()?;
         let started = Instant::now();
         let received0 = self.http.received();
-        let booted = self.host.booted_slot;
         let slot = self.inactive();
         report(Event::Phase(format!(
             "fetching manifest of {}",
@@ -562,6 +596,30 @@ impl Agent {
             outcome.already_installed = true;
             return Ok(outcome);
         }
+        let progress =
+            self.write_usr_slot(entry, usr, &verity, previous.as_ref(), &mut outcome, report)?;
+        self.install_boot_files(entry, &manifest, &verity, slot, report)?;
+        self.flip_and_record(entry, progress, usr.chunks.len(), report)?;
+        outcome.bytes_downloaded = self.http.received() - received0;
+        outcome.seconds = started.elapsed().as_secs_f64();
+        Ok(outcome)
+    }
+
+    /// DESIGN steps 1–2 of a slot write: the slot is made unbootable first,
+    /// then /usr is downloaded, written, read back and verified (dm-verity
+    /// included) in one pipelined pass, resuming after the last verified
+    /// chunk of an interrupted run of the same release.
+    fn write_usr_slot(
+        &self,
+        entry: &ReleaseEntry,
+        usr: &release_manifest::Image,
+        verity: &release_manifest::Verity,
+        previous: Option<&Progress>,
+        outcome: &mut ApplyOutcome,
+        report: &mut dyn FnMut(Event),
+    ) -> Result<Progress, Error> {
+        let (slot, booted) = (self.inactive(), self.host.booted_slot);
+        let manifest_sha256 = Hex32(entry.manifest_sha256.0);
         let writer = self.target.open_slot_for_write(slot, booted)?;
         if writer.capacity() < usr.size {
             return Err(Error::SlotTooSmall {
@@ -570,7 +628,6 @@ impl Agent {
                 have: writer.capacity(),
             });
         }
-
         // DESIGN state machine step 2: never bootable while being written.
         report(Event::Phase(format!(
             "marking slot {} unbootable",
@@ -578,8 +635,13 @@ impl Agent {
         )));
         self.target.set_attrs(&[(slot, mark_unbootable())])?;
 
-        let start = match &previous {
-            Some(p) if same(p) && p.phase == Phase::Writing => {
+        let start = match previous {
+            Some(p)
+                if p.slot == slot.letter()
+                    && p.version == entry.version
+                    && p.manifest_sha256 == manifest_sha256
+                    && p.phase == Phase::Writing =>
+            {
                 p.chunks_verified.min(outcome.chunks_total)
             }
             _ => 0,
@@ -600,8 +662,7 @@ impl Agent {
             slot.letter(),
             usr.chunks.len()
         )));
-        // Download, write, read back and verify (dm-verity included) in one
-        // pipelined pass; see `pipeline` for what is checked where.
+        // See `pipeline` for what is checked where.
         let job = UsrJob {
             http: &self.http,
             image: usr,
@@ -627,8 +688,20 @@ impl Agent {
             }
             return Err(e);
         }
-        drop(writer);
+        Ok(progress)
+    }
 
+    /// The slot's kernel, initrd, command line and signature: fetched,
+    /// checked against this release's verity root, verified and written to
+    /// the ESP.
+    fn install_boot_files(
+        &self,
+        entry: &ReleaseEntry,
+        manifest: &release_manifest::Manifest,
+        verity: &release_manifest::Verity,
+        slot: Slot,
+        report: &mut dyn FnMut(Event),
+    ) -> Result<(), Error> {
         report(Event::Phase("writing boot files".into()));
         let mut files = Vec::new();
         for name in [
@@ -654,9 +727,19 @@ impl Agent {
         }
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
         self.target
-            .write_boot_files(slot, booted, &refs, &self.host.key_bytes())?;
+            .write_boot_files(slot, self.host.booted_slot, &refs, &self.host.key_bytes())
+    }
 
-        // Step 3: verified, now bootable with 3 tries.
+    /// DESIGN step 3: verified, now bootable with its tries; the install is
+    /// recorded (progress, history, the fleet's outcome).
+    fn flip_and_record(
+        &self,
+        entry: &ReleaseEntry,
+        mut progress: Progress,
+        chunks: usize,
+        report: &mut dyn FnMut(Event),
+    ) -> Result<(), Error> {
+        let (slot, booted) = (self.inactive(), self.host.booted_slot);
         report(Event::Phase(format!(
             "marking slot {} to boot next",
             slot.letter()
@@ -676,12 +759,14 @@ impl Agent {
             "installed",
             entry.version.as_str(),
             slot,
-            format!("{} chunks, reboot needed", usr.chunks.len()),
+            format!("{chunks} chunks, reboot needed"),
         ));
         self.state.set_history(&history)?;
-        outcome.bytes_downloaded = self.http.received() - received0;
-        outcome.seconds = started.elapsed().as_secs_f64();
-        Ok(outcome)
+        self.note_outcome(
+            entry.version.as_str(),
+            fleet_lock::Outcome::Installed,
+            &format!("written to slot {} and verified", slot.letter()),
+        )
     }
 
     /// Startup: settle a pending update against how this boot went. Returns what
@@ -704,6 +789,7 @@ impl Agent {
         let attrs = self.target.read_attrs()?.get(slot);
         let mut history = self.state.history()?;
         let mut notes = Vec::new();
+        let outcome;
         if self.host.booted_slot == slot {
             if !attrs.successful {
                 // Booted, health checks still running: cairn-mark-good decides.
@@ -721,6 +807,10 @@ impl Agent {
                 p.version,
                 slot.letter()
             ));
+            outcome = (
+                fleet_lock::Outcome::Committed,
+                format!("booted from slot {} and marked good", slot.letter()),
+            );
         } else if !attrs.successful && (attrs.tries == 0 || attrs.priority == 0) {
             let why = crate::diagnose::rollback_reason(
                 &self.state.dir,
@@ -736,11 +826,13 @@ impl Agent {
                 "{}: {why}; it will not be installed again",
                 p.version
             ));
+            outcome = (fleet_lock::Outcome::RolledBack, why);
         } else {
             // Written and flipped, but this boot is still the old slot: reboot pending.
             return Ok(notes);
         }
         self.state.set_history(&history)?;
+        self.note_outcome(p.version.as_str(), outcome.0, &outcome.1)?;
         self.state.set_progress(None)?;
         crate::diagnose::forget(&self.state.dir);
         Ok(notes)
@@ -815,12 +907,12 @@ impl Agent {
         ))
     }
 
+    /// The host's update state. With etcd-lock this asks etcd for the
+    /// group's slots (bounded by the client's timeouts).
     pub fn status(&self) -> Result<Status, Error> {
         let slots = self.target.read_attrs()?;
         let pending = self.state.progress()?;
-        let reboot_needed = pending
-            .as_ref()
-            .is_some_and(|p| p.phase == Phase::Ready && p.slot != self.host.booted_slot.letter());
+        let reboot_needed = self.reboot_needed()?;
         Ok(Status {
             booted_slot: self.host.booted_slot.letter().into(),
             booted_version: self.host.booted_version.to_string(),
@@ -831,6 +923,7 @@ impl Agent {
             reboot_needed,
             failed_versions: self.state.history()?.failed,
             development_key: self.host.development_key,
+            reboot: RebootStatus::of(self.reboot, self.fleet.as_deref()),
         })
     }
 

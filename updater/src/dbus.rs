@@ -26,8 +26,9 @@
 //!     per chunk while writing (`phase` = "writing"), and on each step;
 //!   - `StateChanged(s state, s detail)`: `checking`, `writing` (detail: the
 //!     version), then one of the final states `up-to-date` (detail: the check
-//!     JSON), `ready` (the apply JSON; a reboot starts it) or `failed` (the
-//!     error).
+//!     JSON), `ready` (the apply JSON; a reboot starts it), `halted` (the
+//!     chosen release's rollout is halted in the fleet group: not installed;
+//!     detail: why) or `failed` (the error).
 //!
 //! Who may call what is set twice: by the bus policy
 //! (`/usr/share/dbus-1/system.d/dev.cairn.Updater1.conf`: only root owns the
@@ -54,7 +55,7 @@ pub const PATH: &str = "/dev/cairn/Updater1";
 pub const INTERFACE: &str = "dev.cairn.Updater1";
 
 /// Final states of an update started over D-Bus.
-pub const FINAL_STATES: [&str; 3] = ["up-to-date", "ready", "failed"];
+pub const FINAL_STATES: [&str; 4] = ["up-to-date", "ready", "halted", "failed"];
 
 /// A `Progress` signal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,9 +213,26 @@ impl Service {
             }
         };
         let Some(entry) = check.decision.chosen.clone() else {
+            if let Some(f) = &self.agent.fleet {
+                // Nothing to install: no halted release is waiting either.
+                let _ = f.clear_halt();
+            }
             self.set_state("up-to-date", &to_json(&check));
             return Ok(None);
         };
+        // The fleet's word (etcd-lock): a release its group halted is not
+        // installed, unless asked for by version.
+        if let Want::Newest { .. } = want
+            && let Err(e) = self.agent.halt_gate(&entry.version)
+        {
+            let state = if matches!(e, Error::Halted { .. }) {
+                "halted"
+            } else {
+                "failed"
+            };
+            self.set_state(state, &e.to_string());
+            return Err(e);
+        }
         self.set_state("writing", entry.version.as_str());
         on_event(&Event::Phase(format!("installing {}", entry.version)));
         let mut phase = String::new();
@@ -247,7 +265,13 @@ impl Service {
             self.progress(&p);
         });
         match &r {
-            Ok(out) => self.set_state("ready", &to_json(out)),
+            Ok(out) => {
+                if let Some(f) = &self.agent.fleet {
+                    // Installed: no halted release is waiting any more.
+                    let _ = f.clear_halt();
+                }
+                self.set_state("ready", &to_json(out))
+            }
             Err(e) if e.waits_for_boot() => self.set_state("failed", &e.to_string()),
             Err(e) => self.set_state("failed", &format!("applying {}: {e}", entry.version)),
         }
@@ -358,7 +382,12 @@ async fn require_root(conn: &zbus::Connection, hdr: &zbus::message::Header<'_>) 
 #[zbus::interface(name = "dev.cairn.Updater1")]
 impl Api {
     async fn status(&self) -> fdo::Result<String> {
-        self.0.agent.status().map(|s| to_json(&s)).map_err(failed)
+        // Off the executor: with etcd-lock the status asks etcd.
+        let service = self.0.clone();
+        off_executor("status", move || service.agent.status())
+            .await?
+            .map(|s| to_json(&s))
+            .map_err(failed)
     }
 
     async fn history(&self) -> fdo::Result<String> {

@@ -14,7 +14,7 @@ use disk_layout::Slot;
 use release_manifest::Verity;
 
 use crate::Error;
-use crate::state::write_atomic;
+use crate::state::write_file;
 
 /// Verity geometry of the release being installed, kept beside progress.json
 /// so a later boot can re-check the slot without the repository.
@@ -24,7 +24,7 @@ const PENDING_VERITY: &str = "pending-verity.json";
 pub fn remember(state_dir: &Path, verity: &Verity) -> Result<(), Error> {
     let bytes =
         serde_json::to_vec(verity).map_err(|e| Error::State(format!("{PENDING_VERITY}: {e}")))?;
-    write_atomic(&state_dir.join(PENDING_VERITY), &bytes)
+    write_file(&state_dir.join(PENDING_VERITY), &bytes)
 }
 
 /// The health-check records: `<state_dir>/../health`, i.e.

@@ -324,6 +324,8 @@ pub fn agent(
         clock: Some(NOW),
         ignore_wave: false,
         stop_after_chunks: None,
+        reboot: crate::config::RebootStrategy::Immediate,
+        fleet: None,
     }
 }
 

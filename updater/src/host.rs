@@ -9,9 +9,10 @@ use serde::Deserialize;
 
 use crate::Error;
 
-pub const BOOTED_SLOT: &str = "/run/cairn/booted-slot";
-pub const USR_PARTUUID: &str = "/run/cairn/usr-partuuid";
-pub const OS_RELEASE: &str = "/usr/lib/os-release";
+/// os-release of the running /usr.
+pub fn os_release() -> PathBuf {
+    Path::new("/").join(disk_layout::board_files::OS_RELEASE)
+}
 
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -76,9 +77,9 @@ impl Host {
         let booted_slot = match slot {
             Some(s) => s,
             None => {
-                let text = String::from_utf8_lossy(&read(Path::new(BOOTED_SLOT))?).into_owned();
-                Slot::from_letter(text.trim())
-                    .ok_or_else(|| Error::Host(format!("{BOOTED_SLOT}: bad slot {text:?}")))?
+                gpt_slots::booted::Booted::read(Path::new("/"))
+                    .map_err(|e| Error::Host(e.to_string()))?
+                    .slot
             }
         };
         Ok(Host {
@@ -105,46 +106,12 @@ pub fn native_arch() -> &'static str {
     }
 }
 
-/// The booted disk and its USR partition nodes, found from the PARTUUID cairn-init
-/// recorded: /dev/disk/by-partuuid/<uuid> -> /dev/vda2 -> sysfs parent vda ->
-/// /dev/vda, and the partitions numbered 2 and 3 of that disk.
+/// The booted disk and its USR partition nodes, found from the PARTUUID
+/// cairn-init recorded (gpt-slots' one lookup, shared with cairn-mark-good).
 pub fn detect_disk() -> Result<(PathBuf, PathBuf, PathBuf), Error> {
-    let uuid = std::fs::read_to_string(USR_PARTUUID).map_err(|e| {
-        Error::io(
-            format!("reading {USR_PARTUUID} (not booted by cairn-init?)"),
-            e,
-        )
-    })?;
-    let link = Path::new("/dev/disk/by-partuuid").join(uuid.trim());
-    let part = std::fs::canonicalize(&link)
-        .map_err(|e| Error::io(format!("resolving {}", link.display()), e))?;
-    let name = part
-        .file_name()
-        .ok_or_else(|| Error::Host(format!("{}: no device name", part.display())))?;
-    let sys = std::fs::canonicalize(Path::new("/sys/class/block").join(name))
-        .map_err(|e| Error::io("resolving the partition in sysfs", e))?;
-    let disk_dir = sys
-        .parent()
-        .ok_or_else(|| Error::Host(format!("{}: no parent disk", sys.display())))?;
-    let disk_name = disk_dir
-        .file_name()
-        .ok_or_else(|| Error::Host("no disk name".into()))?;
-    let mut slots = [None, None];
-    let entries =
-        std::fs::read_dir(disk_dir).map_err(|e| Error::io("listing the disk in sysfs", e))?;
-    for e in entries.flatten() {
-        if let Ok(n) = std::fs::read_to_string(e.path().join("partition")) {
-            match n.trim() {
-                "2" => slots[0] = Some(Path::new("/dev").join(e.file_name())),
-                "3" => slots[1] = Some(Path::new("/dev").join(e.file_name())),
-                _ => {}
-            }
-        }
-    }
-    match slots {
-        [Some(a), Some(b)] => Ok((Path::new("/dev").join(disk_name), a, b)),
-        _ => Err(Error::Host(
-            "the disk has no partitions 2 and 3 (USR-A, USR-B)".into(),
-        )),
-    }
+    let root = Path::new("/");
+    let d = gpt_slots::booted::Booted::read(root)
+        .and_then(|b| b.disk_and_slots(root))
+        .map_err(|e| Error::Host(e.to_string()))?;
+    Ok((d.disk, d.usr_a, d.usr_b))
 }

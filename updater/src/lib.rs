@@ -19,7 +19,7 @@
 //!      covers (so a restart resumes at the first chunk not known to be durable,
 //!      after re-checking the earlier ones against their signed sha256);
 //!    * the slot's dm-verity tree, recomputed from the bytes read back
-//!      ([`verity::VerityStream`]), must give the signed root hash;
+//!      ([`verity_tree::VerityStream`]), must give the signed root hash;
 //!    * boot files: `cairn/<slot>/*.tmp`, fsync, read back and check `boot.sig`
 //!      against the host's trusted keys, rename, fsync the folder;
 //!    * only then (2,3,0) via `gpt_slots::mark_updated` and a crash-safe commit.
@@ -31,26 +31,36 @@
 //!    `history.json` and is never installed again (Flatcar #1924); a pending slot
 //!    that booted and was marked successful is recorded as a success.
 //!
+//! 4. Fleets ([`fleet`], [`reboot`], [`daemon`]): with `reboot = "etcd-lock"`
+//!    or `"fleetlock"` a staged update reboots only once the host holds one
+//!    of its group's reboot slots (inside a maintenance window when windows
+//!    are set), and the slot goes back once the booted slot is committed.
+//!    With etcd, hosts record what became of each release (installed,
+//!    committed, rolled back) and do not install one whose rollout enough
+//!    of them rolled back from (halted).
+//!
 //! `cairn-updated` serves the agent on the system bus ([`dbus`]: Status, Check,
 //! Update, Rollback, History, Progress and StateChanged signals); `cairnctl`
 //! talks to it there, or runs the agent in-process with explicit paths.
 //!
-//! Pure decisions ([`plan`], [`config::Window`], wave math in `release-repo`) are
+//! Pure decisions ([`plan`], [`config::in_window`], wave math in `release-repo`) are
 //! separate from I/O so they are table-tested.
 
 pub mod agent;
 pub mod config;
+pub mod daemon;
 pub mod dbus;
 pub mod diagnose;
+pub mod fleet;
 pub mod host;
 pub mod http;
 pub mod notify;
 pub mod pipeline;
 pub mod plan;
+pub mod reboot;
 pub mod setup;
 pub mod state;
 pub mod target;
-pub mod verity;
 
 #[cfg(feature = "bench")]
 pub mod fixture;
@@ -76,6 +86,9 @@ pub enum Error {
     Fetch(#[from] http::FetchError),
     #[error(transparent)]
     Repo(#[from] release_repo::Error),
+    /// A durable write or fsync (the step and the path are in the message).
+    #[error(transparent)]
+    File(#[from] durable_file::Error),
     #[error("{what}: {cause}")]
     Release {
         what: String,
@@ -126,6 +139,14 @@ pub enum Error {
     /// `cairnctl update --version V` cannot install V.
     #[error("version {version}: {why}")]
     VersionRefused { version: String, why: String },
+    /// The fleet lock (etcd, FleetLock) or the host's node id.
+    #[error("{0}")]
+    Fleet(String),
+    /// The group's rollout outcomes halt this release: it is not installed.
+    #[error(
+        "not installing {version}: its rollout is halted: {detail}; `cairnctl update --version {version}` installs it anyway"
+    )]
+    Halted { version: String, detail: String },
 }
 
 impl Error {

@@ -46,13 +46,23 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use release_manifest::{Chunk, Image};
 use sha2::{Digest, Sha256};
-use verity_tree::VerityInfo;
+use verity_tree::{VerityInfo, VerityStream};
 
 use crate::Error;
-use crate::agent::Event;
 use crate::http::Http;
 use crate::target::{AlignedBuf, SlotWriter};
-use crate::verity::VerityStream;
+
+/// Progress reports for a terminal or the journal.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Phase(String),
+    Chunk {
+        index: u64,
+        total: u64,
+        bytes_done: u64,
+        bytes_total: u64,
+    },
+}
 
 /// Bytes written between two fdatasyncs (and progress records). A flush costs
 /// milliseconds on SD cards and eMMC; a power cut loses at most this much work,

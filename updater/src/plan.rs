@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use release_manifest::Version;
 use release_repo::{ReleaseEntry, install_time};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the choice needs to know about the host.
 #[derive(Debug, Clone)]
@@ -20,20 +20,49 @@ pub struct HostView<'a> {
     pub ignore_wave: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum Skip {
     OtherBoard,
     NotNewer,
-    Failed { why: String },
-    WaveNotReached { at: u64 },
+    Failed {
+        why: String,
+    },
+    /// The publisher halted its rollout (signed in the channel).
+    Halted {
+        why: String,
+        since: u64,
+    },
+    WaveNotReached {
+        at: u64,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
     pub version: String,
     #[serde(flatten)]
     pub skip: Skip,
+}
+
+impl Skip {
+    /// One line for `cairnctl check`.
+    pub fn describe(&self) -> String {
+        use crate::state::format_utc;
+        match self {
+            Skip::OtherBoard => "for another board".into(),
+            Skip::NotNewer => "not newer than the booted version".into(),
+            Skip::Failed { why } => format!("failed on this host before ({why})"),
+            Skip::Halted { why, since } => format!(
+                "its rollout was halted by the publisher at {}: {why}",
+                format_utc(*since)
+            ),
+            Skip::WaveNotReached { at } => format!(
+                "this host's turn in the rollout comes at {} (`cairnctl update --now` installs it earlier)",
+                format_utc(*at)
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,7 +73,8 @@ pub struct Decision {
 }
 
 /// The newest release for this board and arch that is newer than the booted
-/// version, never failed here, and whose wave has reached this host.
+/// version, not halted by its publisher, never failed here, and whose wave
+/// has reached this host.
 pub fn choose(releases: &[ReleaseEntry], host: &HostView) -> Decision {
     let mut skipped = Vec::new();
     let mut chosen: Option<&ReleaseEntry> = None;
@@ -53,6 +83,12 @@ pub fn choose(releases: &[ReleaseEntry], host: &HostView) -> Decision {
             Some(Skip::OtherBoard)
         } else if r.version <= *host.booted_version {
             Some(Skip::NotNewer)
+        } else if let Some(h) = &r.halted {
+            // Not even `--now`: the publisher stopped this rollout.
+            Some(Skip::Halted {
+                why: h.reason.clone(),
+                since: h.at,
+            })
         } else if let Some(why) = crate::state::failed_reason(host.failed, &r.version) {
             Some(Skip::Failed { why: why.into() })
         } else if !host.ignore_wave && host.now < install_time(r.wave, host.seed) {
@@ -116,6 +152,12 @@ pub fn choose_version(
             host.booted_version
         ));
     }
+    if let Some(h) = &entry.halted {
+        return Err(format!(
+            "its rollout is halted by the publisher: {} (the publisher lifts it with `cairn-build repo resume`)",
+            h.reason
+        ));
+    }
     let mut skipped = Vec::new();
     if let Some(why) = crate::state::failed_reason(host.failed, &entry.version) {
         // Reported, then overridden: the install clears it from the list.
@@ -144,7 +186,8 @@ mod tests {
             manifest: format!("releases/{board}/{v}/manifest.json"),
             manifest_sha256: Hex32([0; 32]),
             manifest_size: 1,
-            wave: Wave { start, duration },
+            wave: Wave::linear(start, duration),
+            halted: None,
         }
     }
 
@@ -213,6 +256,86 @@ mod tests {
             pick(choose(&releases, &view(&v, 0.0, 1000, false, &failed))),
             None
         );
+    }
+
+    #[test]
+    fn skips_read_back_from_json_as_one_line() {
+        // cairnctl gets the decision as JSON (also over D-Bus).
+        let rows = [
+            (Skip::NotNewer, "not newer than the booted version"),
+            (
+                Skip::WaveNotReached { at: 1_795_226_400 },
+                "this host's turn in the rollout comes at 2026-11-21 02:00:00 UTC",
+            ),
+            (
+                Skip::Halted {
+                    why: "breaks NFS".into(),
+                    since: 0,
+                },
+                "halted by the publisher at 1970-01-01 00:00:00 UTC: breaks NFS",
+            ),
+            (
+                Skip::Failed {
+                    why: "rolled back".into(),
+                },
+                "failed on this host before (rolled back)",
+            ),
+        ];
+        for (skip, want) in rows {
+            let s = Skipped {
+                version: "2.0.0".into(),
+                skip,
+            };
+            let json = serde_json::to_value(&s).unwrap();
+            let back: Skipped = serde_json::from_value(json).unwrap();
+            assert_eq!(back, s);
+            assert!(
+                back.skip.describe().contains(want),
+                "{}",
+                back.skip.describe()
+            );
+        }
+    }
+
+    #[test]
+    fn a_halted_release_is_skipped_even_when_asked_for() {
+        let mut halted = rel("b", "1.2.0", 0, 0);
+        halted.halted = Some(release_repo::Halt {
+            reason: "breaks NFS mounts".into(),
+            at: 50,
+        });
+        let releases = vec![rel("b", "1.1.0", 0, 0), halted];
+        let v = Version::parse("1.0.0").unwrap();
+        let failed = BTreeMap::new();
+        for ignore_wave in [false, true] {
+            let view = HostView {
+                board: "b",
+                arch: "x86_64",
+                booted_version: &v,
+                failed: &failed,
+                seed: 0.0,
+                now: 1000,
+                ignore_wave,
+            };
+            let d = choose(&releases, &view);
+            assert_eq!(
+                d.chosen.map(|c| c.version.to_string()).as_deref(),
+                Some("1.1.0")
+            );
+            assert!(d.skipped.iter().any(|s| s.version == "1.2.0"
+                && s.skip
+                    == Skip::Halted {
+                        why: "breaks NFS mounts".into(),
+                        since: 50
+                    }));
+            let e = choose_version(&releases, &view, &Version::parse("1.2.0").unwrap())
+                .err()
+                .unwrap_or_default();
+            assert!(
+                e.contains("halted by the publisher: breaks NFS mounts"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! by `cairn-updated` and `cairnctl`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use disk_layout::Slot;
 use release_repo::Root;
@@ -27,15 +28,15 @@ pub struct Overrides {
     pub os_release: Option<PathBuf>,
     pub booted_slot: Option<Slot>,
     pub seed: Option<f64>,
+    pub machine_id: Option<PathBuf>,
 }
 
-/// The agent and the effective settings.
+/// The agent and the effective settings. With a lock strategy (`reboot =
+/// "etcd-lock" | "fleetlock"`) the agent is joined to its fleet group, which
+/// needs the node id: an unreadable or uninitialized machine id is an error.
 pub fn build(o: &Overrides) -> Result<(Agent, UpdateConfig), Error> {
-    let cfg_path = o
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(config::EFFECTIVE_CONFIG));
-    let mut cfg = UpdateConfig::load(&cfg_path)?;
+    let cfg_path = o.config.clone().unwrap_or_else(config::effective_config);
+    let mut cfg = config::load(&cfg_path)?;
     if let Some(u) = &o.url {
         cfg.url = Some(u.clone());
     }
@@ -53,12 +54,8 @@ pub fn build(o: &Overrides) -> Result<(Agent, UpdateConfig), Error> {
         cfg.wave_seed.clone()
     };
     let host = Host::detect(
-        o.os_release
-            .as_deref()
-            .unwrap_or(std::path::Path::new(host::OS_RELEASE)),
-        o.keys
-            .as_deref()
-            .unwrap_or(std::path::Path::new(config::DEFAULT_KEYS)),
+        &o.os_release.clone().unwrap_or_else(host::os_release),
+        &o.keys.clone().unwrap_or_else(config::default_keys),
         o.booted_slot,
     )?;
     let target = match (&o.disk, &o.slot_a, &o.slot_b) {
@@ -94,17 +91,24 @@ pub fn build(o: &Overrides) -> Result<(Agent, UpdateConfig), Error> {
         Some(s) => s,
         None => state::wave_seed(&seed_path)?,
     };
+    let machine_id = o
+        .machine_id
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::fleet::MACHINE_ID));
+    let fleet = crate::fleet::Coordinator::new(&cfg, &machine_id, &state_dir)?.map(Arc::new);
     let agent = Agent {
         host,
         target,
         state: StateDir::new(state_dir),
-        http: cfg.http(HttpOptions::default())?,
+        http: config::http(&cfg, HttpOptions::default())?,
         channel: cfg.channel.clone(),
         shipped_root,
         seed,
         clock: None,
         ignore_wave: false,
         stop_after_chunks: None,
+        reboot: cfg.reboot,
+        fleet,
     };
     Ok((agent, cfg))
 }
@@ -151,6 +155,9 @@ pub struct OverrideArgs {
     /// The booted slot (default: what cairn-init recorded in /run/cairn).
     #[arg(long, global = true, value_parser = parse_slot)]
     pub booted_slot: Option<Slot>,
+    /// The machine id the fleet node id is made from (default /etc/machine-id).
+    #[arg(long, global = true)]
+    pub machine_id: Option<PathBuf>,
 }
 
 fn parse_slot(s: &str) -> Result<Slot, String> {
@@ -173,6 +180,7 @@ impl OverrideArgs {
             os_release: self.os_release.clone(),
             booted_slot: self.booted_slot,
             seed: None,
+            machine_id: self.machine_id.clone(),
         }
     }
 
@@ -191,5 +199,6 @@ impl OverrideArgs {
             || self.keys.is_some()
             || self.os_release.is_some()
             || self.booted_slot.is_some()
+            || self.machine_id.is_some()
     }
 }

@@ -6,8 +6,9 @@
 //!   metadata version seen per channel (rollback protection);
 //! * `wave-seed` — the host's stable rollout seed (configurable path).
 //!
-//! Every write is temp file + fsync + rename + directory fsync, so a power cut
-//! leaves either the old or the new file, never a torn one.
+//! Every write is [`write_file`] (`durable_file`: temp file + fsync + rename +
+//! directory fsync), so a power cut leaves either the old or the new file,
+//! never a torn one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -176,28 +177,11 @@ impl Trust {
 /// `2093-01-02 03:04:05 UTC` for unix seconds (proleptic Gregorian; no
 /// time-zone data needed on the host).
 pub fn format_utc(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
+    let t = reboot_window::DateTime::from_unix(i64::try_from(secs).unwrap_or(i64::MAX));
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// The state directory.
@@ -211,7 +195,7 @@ impl StateDir {
         StateDir { dir: dir.into() }
     }
 
-    fn load<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
+    pub(crate) fn load<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
         let path = self.dir.join(name);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -222,9 +206,9 @@ impl StateDir {
         }
     }
 
-    fn store<T: Serialize>(&self, name: &str, value: &T) -> Result<(), Error> {
+    pub(crate) fn store<T: Serialize>(&self, name: &str, value: &T) -> Result<(), Error> {
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::State(e.to_string()))?;
-        write_atomic(&self.dir.join(name), &bytes)
+        write_file(&self.dir.join(name), &bytes)
     }
 
     pub fn progress(&self) -> Result<Option<Progress>, Error> {
@@ -237,7 +221,9 @@ impl StateDir {
             None => {
                 let path = self.dir.join(PROGRESS);
                 match std::fs::remove_file(&path) {
-                    Ok(()) => sync_dir(&self.dir),
+                    Ok(()) => {
+                        durable_file::sync_dir(&self.dir).map_err(|e| Error::State(e.to_string()))
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                     Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
                 }
@@ -262,15 +248,14 @@ impl StateDir {
     }
 }
 
-/// Temp file + fsync + rename + directory fsync.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    release_repo::write_atomic(path, bytes).map_err(|e| Error::State(e.to_string()))
-}
-
-pub fn sync_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+/// Replaces a state file durably (temp file, fsync, rename, directory fsync),
+/// mode 0600, creating the state directory if needed.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    const STATE_FILE: durable_file::Options = durable_file::Options {
+        create_parents: true,
+        ..durable_file::Options::new(0o600)
+    };
+    durable_file::write(path, bytes, STATE_FILE).map_err(|e| Error::State(e.to_string()))
 }
 
 /// The host's rollout seed in `[0, 1)`: made once from the OS random generator
@@ -287,7 +272,7 @@ pub fn wave_seed(path: &Path) -> Result<f64, Error> {
     getrandom::fill(&mut b).map_err(|e| Error::State(format!("random seed: {e}")))?;
     // 53 random bits: every value is exactly representable and below 1.
     let s = (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64;
-    write_atomic(path, format!("{s}\n").as_bytes())?;
+    write_file(path, format!("{s}\n").as_bytes())?;
     Ok(s)
 }
 

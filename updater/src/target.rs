@@ -210,6 +210,10 @@ impl Target {
         let dir = self.esp_dir(slot);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        // Fixed temporary names, not durable_file::AtomicFile's unique ones: a
+        // power cut mid-write leaves `<name>.tmp`, which the next attempt
+        // overwrites, instead of a new kernel-sized leftover on the small ESP
+        // every time. The four are renamed only after the signature check.
         let tmp = |name: &str| dir.join(format!("{name}.tmp"));
         let cleanup = || {
             for (name, _) in files {
@@ -241,11 +245,11 @@ impl Target {
                 std::fs::rename(tmp(name), &to)
                     .map_err(|e| Error::io(format!("renaming to {}", to.display()), e))?;
             }
-            crate::state::sync_dir(&dir)?;
+            durable_file::sync_dir(&dir)?;
             // fsync of a vfat directory does not make the renames durable (a
             // power cut right after the GPT flip left cairn/b/ without its
             // kernel in the power-cut VM test): flush the whole ESP.
-            syncfs(&dir)
+            Ok(durable_file::sync_fs(&dir)?)
         })();
         if result.is_err() {
             cleanup();
@@ -419,19 +423,6 @@ impl SlotWriter {
         self.write_at(offset, data)?;
         self.sync()
     }
-}
-
-/// syncfs(2) on the filesystem holding `path`.
-fn syncfs(path: &Path) -> Result<(), Error> {
-    let f = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    // SAFETY: a plain syscall on a descriptor we own for the duration of the call.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(Error::io(
-            format!("syncing the filesystem of {}", path.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cairn_updater::Agent;
-use cairn_updater::config::UpdateConfig;
+use cairn_updater::config;
 use cairn_updater::fixture;
 use cairn_updater::http::{FetchError, Http, HttpOptions};
 use disk_layout::Slot;
@@ -195,13 +195,16 @@ fn with_ca(url: &str, ca: &Path) -> Http {
 fn an_update_over_https_from_a_private_ca() {
     let w = World::new();
     // The way the service makes its client: from the host config's [update].
-    let cfg = UpdateConfig::parse(&format!(
-        "[update]\nurl = \"{}\"\nca_file = \"{}\"\n",
-        w.front.url,
-        w.ca_file.display()
-    ))
+    let cfg = config::parse(
+        &format!(
+            "[update]\nurl = \"{}\"\nca_file = \"{}\"\n",
+            w.front.url,
+            w.ca_file.display()
+        ),
+        "test",
+    )
     .unwrap();
-    let agent = w.agent(cfg.http(http()).unwrap());
+    let agent = w.agent(config::http(&cfg, http()).unwrap());
     fixture::install(&agent);
     assert_eq!(w.attrs().1, Attrs::new(2, 3, false));
     assert!(w.front.handshakes.load(Ordering::SeqCst) > 5);

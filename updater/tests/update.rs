@@ -433,10 +433,7 @@ fn waves_hold_a_release_back_until_the_hosts_turn() {
     fixture::publish(
         &w.repo,
         &w.release("1.2.0", 5),
-        Wave {
-            start: NOW - 100,
-            duration: 1000,
-        },
+        Wave::linear(NOW - 100, 1000),
     )
     .unwrap();
     // Seed 0.5: allowed from NOW + 400.

@@ -54,8 +54,13 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("dbus-monitor", "dbus-bin"),
     ("setpriv", "util-linux"),
     ("systemd-analyze", "systemd"),
+    // Fleet coordination tests and the `fleet` VM scenario run a real etcd
+    // on loopback.
+    ("etcd", "etcd-server"),
 ];
 const FILES: &[(&str, &str)] = &[
+    // Time-zone tests read the system's TZif files.
+    ("/usr/share/zoneinfo/Europe/Berlin", "tzdata"),
     ("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf"),
     ("/usr/share/AAVMF/AAVMF_CODE.fd", "qemu-efi-aarch64"),
     // cairn-run links libseccomp statically (see `artifacts`).

@@ -3,6 +3,8 @@
 //! the disk lives here and nowhere else. `no_std`: the boot manager uses it.
 #![no_std]
 
+extern crate alloc;
+
 /// A GUID as stored on disk (the first three fields little-endian, as GPT and
 /// UEFI store them).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -360,6 +362,55 @@ pub mod host_config {
     pub const OEM_PATH: &str = "config.toml";
     /// QEMU fw_cfg name (`-fw_cfg name=opt/cairn/config,file=…`).
     pub const FW_CFG_NAME: &str = "opt/cairn/config";
+    /// Where the kernel shows fw_cfg blobs by name (relative to `/`).
+    pub const FW_CFG_DIR: &str = "sys/firmware/qemu_fw_cfg/by_name";
+    /// Where oem.mount puts the OEM partition (relative to `/`).
+    pub const OEM_MOUNT: &str = "oem";
+}
+
+/// Facts about the running boot under /run/cairn, written by one component and
+/// read by others (paths relative to `/`, so tests can use a scratch root).
+pub mod run {
+    /// The /run/cairn directory itself.
+    pub const DIR: &str = "run/cairn";
+    /// Written by cairn-init: `a\n` or `b\n`.
+    pub const BOOTED_SLOT: &str = "run/cairn/booted-slot";
+    /// Written by cairn-init: the PARTUUID of the booted USR partition.
+    pub const USR_PARTUUID: &str = "run/cairn/usr-partuuid";
+    /// Written by cairn-config: the effective host config (defaults filled
+    /// in), read by cairn-updated and cairn-mark-good.
+    pub const EFFECTIVE_CONFIG: &str = "run/cairn/config.toml";
+    /// Written by cairn-config: one line, where the config came from (`none`).
+    pub const CONFIG_SOURCE: &str = "run/cairn/config-source";
+    /// Written by cairn-config: one line, only when the config could not be
+    /// (fully) applied.
+    pub const CONFIG_ERROR: &str = "run/cairn/config-error";
+    /// Written by cairn-mark-good health: one line, the last gate result.
+    pub const HEALTH_RESULT: &str = "run/cairn/health";
+    /// Written by cairn-app-generator: what it generated, for cairn-config's
+    /// reload decision.
+    pub const APPS_GENERATED: &str = "run/cairn/apps.generated";
+}
+
+/// Cairn's own programs as installed in /usr (absolute: units, generators and
+/// other programs call them by these paths; cairn-build installs each binary
+/// there).
+pub mod programs {
+    pub const CAIRN_CONFIG: &str = "/usr/lib/cairn/cairn-config";
+    pub const CAIRN_MARK_GOOD: &str = "/usr/lib/cairn/cairn-mark-good";
+    pub const CAIRN_APP_GENERATOR: &str = "/usr/lib/systemd/system-generators/cairn-app-generator";
+    pub const CAIRN_UPDATED: &str = "/usr/lib/cairn/cairn-updated";
+    pub const CAIRNCTL: &str = "/usr/bin/cairnctl";
+    pub const CAIRN_RUN: &str = "/usr/bin/cairn-run";
+    /// (cargo binary name, path in the image), for the builder.
+    pub const ALL: [(&str, &str); 6] = [
+        ("cairn-config", CAIRN_CONFIG),
+        ("cairn-mark-good", CAIRN_MARK_GOOD),
+        ("cairn-app-generator", CAIRN_APP_GENERATOR),
+        ("cairn-updated", CAIRN_UPDATED),
+        ("cairnctl", CAIRNCTL),
+        ("cairn-run", CAIRN_RUN),
+    ];
 }
 
 /// The initramfs that cairn-build packs and cairn-init reads.
@@ -375,6 +426,35 @@ pub mod board_files {
     /// cairn-build from the board's `boot_tries`; cairn-mark-good re-arms a
     /// committed slot to it, cairnctl rollback arms the slot it rolls back to.
     pub const BOOT_TRIES: &str = "usr/lib/cairn/boot-tries";
+    /// The release keys the image trusts (JSON list, see the updater's
+    /// `parse_keys`).
+    pub const KEYS_JSON: &str = "usr/lib/cairn/keys.json";
+    /// The update repository's root of trust shipped with the image.
+    pub const UPDATE_ROOT: &str = "usr/lib/cairn/update-root.json";
+    /// os-release (IMAGE_ID is the board, IMAGE_VERSION the release).
+    pub const OS_RELEASE: &str = "usr/lib/os-release";
+    /// The host config sources cairn-config tries, in this order, first found
+    /// wins: one name a line (`fw_cfg`, `url`, `ec2`, `gce`, `openstack`,
+    /// `azure`, `oem`). Written by cairn-build from the board's
+    /// `[config] sources`; absent: every source in the default order
+    /// (`host_config::source`).
+    pub const CONFIG_SOURCES: &str = "usr/lib/cairn/config-sources";
+    /// The keys that sign host configs, one `cairn-ed25519-public <hex>` line
+    /// each. Written by cairn-build when the board sets
+    /// `[config] require_signature`; present: cairn-config applies only a
+    /// config signed by one of them (`host_config::source`).
+    pub const CONFIG_KEYS: &str = "usr/lib/cairn/config-keys";
+    /// Images preloaded by cairn-build, one OCI layout per image, named by
+    /// the preload naming rule (cairn-build and cairn-config agree on it).
+    pub const PRELOAD_DIR: &str = "usr/share/cairn/images";
+
+    /// The directory name of a preloaded image under [`PRELOAD_DIR`]: the
+    /// reference with `:` as `+` (tools such as umoci and skopeo read
+    /// `path:tag`, so paths avoid `:`; `+` never occurs in a reference, so
+    /// the mapping is one to one).
+    pub fn preload_name(image: &str) -> alloc::string::String {
+        image.replace(':', "+")
+    }
 }
 
 /// Host state on ROOT shared between components.
@@ -385,6 +465,18 @@ pub mod state {
     /// one reason per line, written by cairn-health, read by the updater to
     /// say why a release rolled back, removed when the slot is committed.
     pub const HEALTH_DIR: &str = "var/lib/cairn/health";
+    /// The `[[apps]]`/`[containers]` part of the last applied host config,
+    /// saved by cairn-config for cairn-app-generator (which runs before the
+    /// config sources are reachable).
+    pub const SAVED_APPS_CONFIG: &str = "var/lib/cairn/host-config.toml";
+    /// Named app volumes (mode 0700, created by tmpfiles).
+    pub const VOLUMES_DIR: &str = "var/lib/cairn/volumes";
+}
+
+/// Host config written by cairn-config for other components.
+pub mod etc {
+    /// The image trust policy cairn-run enforces, written from `[containers]`.
+    pub const IMAGE_TRUST: &str = "etc/cairn/image-trust.json";
 }
 
 /// The development signing key in the source tree (tests and the quick

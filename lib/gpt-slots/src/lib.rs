@@ -8,6 +8,8 @@ extern crate alloc;
 extern crate std;
 
 mod attrs;
+#[cfg(feature = "std")]
+pub mod booted;
 mod choose;
 mod crc32;
 #[cfg(feature = "std")]

@@ -4,8 +4,13 @@
 //! package; run bare (`cargo test` on a laptop) it prints `SKIP:` with the
 //! reason and the test returns early. A test that skips under CI is a test
 //! that did not run.
+//!
+//! [`etcd::EtcdServer`] starts a real etcd for the tests of the fleet
+//! coordination (fleet-lock, the updater) under the same rule.
 
 use std::path::{Path, PathBuf};
+
+pub mod etcd;
 
 /// Set to `1` by `cargo xtask test`: every prerequisite must be there.
 pub const REQUIRE_ENV: &str = "CAIRN_REQUIRE_IMAGE_TESTS";

@@ -97,6 +97,10 @@ pub enum Error {
     Import { path: PathBuf, problem: String },
     #[error("{0}")]
     Key(#[from] release_manifest::Error),
+    /// Writing or syncing a store or policy file (the step and the path are
+    /// in the message).
+    #[error(transparent)]
+    File(#[from] durable_file::Error),
 }
 
 impl Error {

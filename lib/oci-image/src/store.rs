@@ -27,13 +27,16 @@ use crate::manifest::{
 };
 use crate::reference::{Reference, is_sha256_digest};
 use crate::registry::{Credentials, Registry};
-use crate::trust::{Decision, Signature, TrustPolicy, canonical_name, write_atomic};
+use crate::trust::{Decision, Signature, TrustPolicy, canonical_name};
 use crate::unpack::{UnpackOptions, UnpackReport, apply_layer};
 
 pub const DEFAULT_ROOT: &str = "/var/lib/cairn/images";
 /// The mode of the store's top directory and of the directories cairn-run
 /// keeps container filesystems in: root only.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Records, the index, trust policies and signature files: replaced durably
+/// (temp file, fsync, rename, fsync of the directory), mode 0600.
+pub(crate) const FILE_OPTIONS: durable_file::Options = durable_file::Options::new(0o600);
 /// Signature blobs are tiny; anything bigger is refused.
 const MAX_SIGNATURE_SIZE: u64 = 64 * 1024;
 
@@ -242,12 +245,6 @@ pub fn private_dir(dir: &Path) -> Result<(), Error> {
         })?;
     }
     Ok(())
-}
-
-fn fsync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 impl Store {
@@ -525,21 +522,16 @@ impl Store {
             }
             let dst = store_blobs.join(fname);
             if !dst.exists() {
-                if let Ok(f) = File::open(entry.path()) {
-                    let _ = f.sync_all();
-                }
+                durable_file::sync_file(entry.path())?;
                 fs::rename(entry.path(), &dst).map_err(Error::io(&dst))?;
             }
         }
-        fsync_dir(&store_blobs);
+        durable_file::sync_dir(&store_blobs)?;
         if !final_rootfs.exists() && staged_rootfs.exists() {
             // syncfs: the renamed tree must be on disk before a name points at it.
-            if let Ok(d) = File::open(&staged_rootfs) {
-                // SAFETY: valid fd.
-                unsafe { libc::syncfs(d.as_raw_fd()) };
-            }
+            durable_file::sync_fs(&staged_rootfs)?;
             fs::rename(&staged_rootfs, &final_rootfs).map_err(Error::io(&final_rootfs))?;
-            fsync_dir(&self.root.join("rootfs"));
+            durable_file::sync_dir(self.root.join("rootfs"))?;
         }
         let mut signatures = self
             .read_record(&p.manifest_digest)?
@@ -567,7 +559,7 @@ impl Store {
             path: self.record_path(&record.digest),
             source: std::io::Error::other(e),
         })?;
-        write_atomic(&self.record_path(&record.digest), &rbytes)?;
+        durable_file::write(self.record_path(&record.digest), &rbytes, FILE_OPTIONS)?;
         if let Some(n) = &p.store_name {
             let mut index = self.read_index()?;
             index.names.insert(n.clone(), record.digest.clone());
@@ -754,7 +746,7 @@ impl Store {
                 report.freed_bytes += size;
             }
         }
-        fsync_dir(&bdir);
+        durable_file::sync_dir(&bdir)?;
         // Staging of crashed operations: its flock died with them.
         let tdir = self.root.join("tmp");
         for e in fs::read_dir(&tdir).map_err(Error::io(&tdir))? {
@@ -801,7 +793,11 @@ impl Store {
             path: self.record_path(&rec.digest),
             source: std::io::Error::other(e),
         })?;
-        write_atomic(&self.record_path(&rec.digest), &bytes)
+        Ok(durable_file::write(
+            self.record_path(&rec.digest),
+            &bytes,
+            FILE_OPTIONS,
+        )?)
     }
 }
 
@@ -811,7 +807,7 @@ fn write_index(path: &Path, index: &Index) -> Result<(), Error> {
         source: std::io::Error::other(e),
     })?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    Ok(durable_file::write(path, &bytes, FILE_OPTIONS)?)
 }
 
 /// The cosign tag convention: `sha256-<hex>.sig` in the same repository.

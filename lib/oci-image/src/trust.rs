@@ -5,7 +5,7 @@
 //! digest: a signature made for one name cannot be replayed onto another.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use release_manifest::{KeyPair, PublicKey, SignatureEntry};
@@ -90,9 +90,14 @@ impl Signature {
         Signature::from_bytes(&bytes, &path.display().to_string())
     }
 
-    /// Writes atomically (temp file + rename).
+    /// Replaces `path` durably (temp file, fsync, rename, fsync of the
+    /// directory), mode 0600.
     pub fn write(&self, path: &Path) -> Result<(), Error> {
-        write_atomic(path, &self.to_bytes())
+        Ok(durable_file::write(
+            path,
+            &self.to_bytes(),
+            crate::store::FILE_OPTIONS,
+        )?)
     }
 
     /// Checks that this signature covers `name` at `digest` and is made by one of `keys`.
@@ -117,24 +122,6 @@ impl Signature {
         release_manifest::verify_signed(&signature_payload(name, digest), &list, keys, 1)
             .map_err(|e| bad(e.to_string()))
     }
-}
-
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(Error::io(dir))?;
-    tmp.write_all(data).map_err(Error::io(path))?;
-    tmp.as_file().sync_all().map_err(Error::io(path))?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// What a rule requires of the images under its prefix.
@@ -300,10 +287,11 @@ impl TrustPolicy {
             problem: e.to_string(),
         })?;
         bytes.push(b'\n');
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        }
-        write_atomic(path, &bytes)
+        let opts = durable_file::Options {
+            create_parents: true,
+            ..crate::store::FILE_OPTIONS
+        };
+        Ok(durable_file::write(path, &bytes, opts)?)
     }
 
     /// Sets the rule for `prefix`. A key requirement is merged with the keys

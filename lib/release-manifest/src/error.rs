@@ -106,6 +106,9 @@ pub enum Error {
     },
     #[error("zstd compression failed: {0}")]
     Compress(String),
+    /// Writing an output file (the step and the path are in the message).
+    #[error(transparent)]
+    File(#[from] durable_file::Error),
 }
 
 impl Error {

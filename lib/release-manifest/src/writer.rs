@@ -1,8 +1,8 @@
 //! Writing a release directory.
 
+use std::collections::BTreeSet;
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -205,9 +205,11 @@ impl ReleaseWriter {
         Ok(&self.images[self.images.len() - 1])
     }
 
-    /// Writes `manifest.json.sig` then `manifest.json` (pretty JSON, trailing
-    /// newline), both via temp file + rename + fsync, and returns the manifest path.
-    /// The manifest is written last: its presence marks a complete release.
+    /// Makes every chunk durable (they are written without fsync, see
+    /// [`store_chunk`]), then writes `manifest.json.sig` and `manifest.json`
+    /// (pretty JSON, trailing newline), both durably (temp file, fsync, rename,
+    /// fsync of the directory), and returns the manifest path. The manifest is
+    /// written last: its presence marks a complete release.
     pub fn finish(self, fields: ManifestFields, keys: &[KeyPair]) -> Result<PathBuf, Error> {
         if keys.is_empty() {
             return Err(Error::NoSigningKeys);
@@ -225,9 +227,20 @@ impl ReleaseWriter {
         manifest.check()?;
         let document = manifest.to_json();
         let sigs = sign_document(&document, keys)?;
-        write_atomic(&self.dir.join(SIGNATURES_FILE), &sigs, true)?;
+        // One fsync per chunk here, after the kernel has had the whole build to
+        // write them back, instead of one in every worker's write.
+        let chunks: BTreeSet<&str> = manifest
+            .images
+            .iter()
+            .flat_map(|i| i.chunks.iter().map(|c| c.file.as_str()))
+            .collect();
+        for file in chunks {
+            durable_file::sync_file(self.dir.join(file))?;
+        }
+        durable_file::sync_dir(self.dir.join(CHUNKS_DIR))?;
+        durable_file::write(self.dir.join(SIGNATURES_FILE), &sigs, RELEASE_FILE)?;
         let path = self.dir.join(MANIFEST_FILE);
-        write_atomic(&path, &document, true)?;
+        durable_file::write(&path, &document, RELEASE_FILE)?;
         Ok(path)
     }
 }
@@ -285,34 +298,27 @@ fn compress_worker(
     }
 }
 
+/// Release files are meant to be published: mode 0644.
+const RELEASE_FILE: durable_file::Options = durable_file::Options::new(0o644);
+
 /// Writes a content-addressed chunk unless an intact copy is already there. Reused
 /// files are hashed, so a leftover from a crashed run is replaced, not published.
+///
+/// Atomic (readers never see a partial chunk) but not fsynced: a build writes
+/// hundreds of chunks, and an fsync in every write made writing them several
+/// times slower. [`ReleaseWriter::finish`] fsyncs them all before the manifest
+/// names them; a chunk lost to a crash before that is rewritten by the next
+/// build (the comparison above) and refused by `release-repo` at publish (it
+/// verifies every chunk against the manifest).
 fn store_chunk(path: &Path, compressed: &[u8]) -> Result<(), Error> {
     if let Ok(existing) = fs::read(path)
         && existing == compressed
     {
         return Ok(());
     }
-    write_atomic(path, compressed, false)
-}
-
-/// Temp file in the same directory + rename, so readers never see a partial file.
-/// Mode 0644: release files are meant to be published.
-fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(Error::io(dir))?;
-    tmp.write_all(bytes).map_err(Error::io(tmp.path()))?;
-    if sync {
-        tmp.as_file().sync_all().map_err(Error::io(tmp.path()))?;
-    }
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
-        .map_err(Error::io(tmp.path()))?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+    let opts = durable_file::Options {
+        sync: false,
+        ..RELEASE_FILE
+    };
+    Ok(durable_file::write(path, compressed, opts)?)
 }

@@ -129,11 +129,20 @@ fn round_trip() {
         "{text}"
     );
     assert!(text.ends_with("}\n"));
-    let mode = fs::metadata(dir.join(&usr.chunks[0].file))
-        .expect("meta")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o644);
+    // Every file is published as 0644, and no temporary file is left.
+    for file in [usr.chunks[0].file.as_str(), MANIFEST_FILE, SIGNATURES_FILE] {
+        let mode = fs::metadata(dir.join(file))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "{file}");
+    }
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    names.sort();
+    assert_eq!(names, [CHUNKS_DIR, MANIFEST_FILE, SIGNATURES_FILE]);
 }
 
 #[test]

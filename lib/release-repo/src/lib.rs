@@ -37,24 +37,51 @@
 //! The manifest pins every chunk by size and hash in turn (see `release-manifest`).
 //!
 //! # Rollout waves ([`Wave`])
-//! A release carries `start` (unix s) and `duration` (s). A host with the stable
-//! random seed `s` in `[0, 1)` may install once `now >= start + floor(s * duration)`
-//! ([`install_time`], [`wave_reached`]): seed 0 hosts are the canaries, and the fleet
-//! is spread evenly over the duration. `duration = 0` releases everyone at `start`.
+//! A release carries a wave: a start (unix s) and steps, each a cumulative share
+//! of the fleet reached some seconds after the start, e.g. 1 % within 2 h, 10 %
+//! by 24 h, 100 % by 72 h:
+//! `{"start": T, "steps": [{"after_seconds": 7200, "percent": 1.0},
+//! {"after_seconds": 86400, "percent": 10.0}, {"after_seconds": 259200, "percent": 100.0}]}`.
+//! A host with the stable random seed `s` in `[0, 1)` may install once the
+//! share, interpolated linearly inside each step, reaches `s` ([`install_time`],
+//! [`turn_at`], [`wave_reached`]): seed 0 hosts are the canaries, at the start.
+//! The single ramp `{"start": T, "duration": D}` (everyone by `T + D`, seed `s`
+//! at `T + floor(s * D)`) is the one-step wave and is still how waves of at most
+//! one step are written, so agents that predate steps keep reading channels
+//! that use no multi-step wave. `duration = 0` releases everyone at `start`.
+//!
+//! # Halted releases ([`Halt`])
+//! A publisher stops a rollout by re-signing the channel with the release's
+//! entry marked `"halted": {"reason": "...", "at": unix s}` ([`halt`]) and
+//! restarts it by removing the mark ([`resume`]). Hosts do not install a halted
+//! release ([`ReleaseEntry::hold`]); hosts already running it keep it (a halt
+//! is not a rollback). Each halt or resume is a new channel `version`, so a
+//! host that has seen the halt refuses the pre-halt channel as a rollback. An
+//! entry without `halted` is not halted; older agents cannot read a channel
+//! that has a halted entry (their parser refuses unknown fields) and so install
+//! nothing from it until it is resumed.
 //!
 //! # Publisher side
-//! [`init`], [`publish`], [`rotate_keys`]. Files are written through a temporary
-//! name, fsync and rename, so a crash never leaves half a metadata file, and a
-//! manifest is copied only after its chunks are in place.
+//! [`init`], [`publish`], [`halt`], [`resume`], [`rotate_keys`]. Files are written with
+//! `durable_file::write` (temporary name, fsync, rename, fsync of the
+//! directory), so a crash never leaves half a metadata file, and a manifest is
+//! copied only after its chunks are durably in place.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use release_manifest::{Hex32, KeyPair, Manifest, PublicKey, Version, verify_signed};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+mod wave;
+
+pub use wave::{
+    MAX_WAVE_STEPS, Step, StepProblem, WAVE_SPEC_EXAMPLE, Wave, WaveError, WaveSpecError,
+    fmt_duration, install_time, turn_at, wave_reached,
+};
 
 pub const ROOT_FILE: &str = "root.json";
 pub const ROOTS_DIR: &str = "roots";
@@ -67,6 +94,8 @@ pub const SIG_SUFFIX: &str = ".sig";
 pub const MAX_METADATA: u64 = 4 << 20;
 /// Signature files (the same bound release-manifest applies when parsing).
 pub const MAX_SIGNATURES: u64 = 160 << 10;
+/// Longest halt reason, in bytes.
+pub const MAX_HALT_REASON: usize = 1024;
 
 const ROOT_TYPE: &str = "cairn-root";
 const CHANNEL_TYPE: &str = "cairn-channel";
@@ -80,6 +109,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a repository file (the step and the path are in the message).
+    #[error(transparent)]
+    File(#[from] durable_file::Error),
     #[error("{what}: malformed metadata: {problem}")]
     Malformed { what: String, problem: String },
     #[error("{what}: signature check failed: {source}")]
@@ -151,8 +183,35 @@ pub enum Error {
     },
     #[error("{} already exists", path.display())]
     Exists { path: PathBuf },
+    #[error("channel {channel:?} offers no release {version}{}", board_note(board))]
+    NotOnChannel {
+        channel: String,
+        version: String,
+        board: Option<String>,
+    },
+    #[error("release {version} on channel {channel:?} is already halted (since {at}: {reason})")]
+    AlreadyHalted {
+        channel: String,
+        version: String,
+        reason: String,
+        at: u64,
+    },
+    #[error("release {version} on channel {channel:?} is not halted")]
+    NotHalted { channel: String, version: String },
+    #[error("halt reason {reason:?}: {problem}")]
+    HaltReason {
+        reason: String,
+        problem: &'static str,
+    },
     #[error("invalid argument: {0}")]
     Invalid(String),
+}
+
+fn board_note(board: &Option<String>) -> String {
+    board
+        .as_ref()
+        .map(|b| format!(" for board {b}"))
+        .unwrap_or_default()
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -256,41 +315,6 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-/// When a release may reach a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Wave {
-    /// Unix seconds at which the first (seed 0) hosts may install.
-    pub start: u64,
-    /// Seconds over which the rest of the fleet follows.
-    pub duration: u64,
-}
-
-impl Wave {
-    /// Everyone, from `start` on.
-    pub const fn immediate(start: u64) -> Wave {
-        Wave { start, duration: 0 }
-    }
-}
-
-/// The earliest time a host with `seed` may install: `start + floor(seed * duration)`.
-/// Seeds outside `[0, 1)` (or NaN) are clamped so a corrupt seed file cannot make a
-/// host skip the rollout or never update.
-pub fn install_time(wave: Wave, seed: f64) -> u64 {
-    let s = if seed.is_nan() {
-        0.0
-    } else {
-        seed.clamp(0.0, 1.0)
-    };
-    // f64 holds 53 bits: exact for any realistic duration; the product is < duration.
-    let offset = (s * wave.duration as f64) as u64;
-    wave.start.saturating_add(offset.min(wave.duration))
-}
-
-pub fn wave_reached(wave: Wave, seed: f64, now: u64) -> bool {
-    now >= install_time(wave, seed)
-}
-
 /// One release offered on a channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -304,6 +328,67 @@ pub struct ReleaseEntry {
     pub manifest_sha256: Hex32,
     pub manifest_size: u64,
     pub wave: Wave,
+    /// Set while the publisher has stopped this release's rollout ([`halt`]).
+    /// Absent from the JSON when not halted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<Halt>,
+}
+
+/// A publisher's stop of a release's rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Halt {
+    /// Why, for operators (one line, at most [`MAX_HALT_REASON`] bytes).
+    pub reason: String,
+    /// When it was halted (unix seconds).
+    pub at: u64,
+}
+
+/// Why a host may not install a release yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// The publisher halted the rollout: not installed, whatever the wave says
+    /// (hosts already running the release keep it).
+    Halted(Halt),
+    /// This host's turn comes at `at` (unix seconds).
+    WaveNotReached { at: u64 },
+}
+
+impl ReleaseEntry {
+    /// When the wave reaches a host with `seed` ([`turn_at`]).
+    pub fn turn_at(&self, seed: f64) -> u64 {
+        turn_at(self.wave, seed)
+    }
+
+    /// What keeps a host with `seed` from installing this release at `now`: a
+    /// halt first, then the wave; `None` if it may install. (Board, version
+    /// and the host's own history are the caller's checks.) An operator's
+    /// "ignore the wave" may skip [`Hold::WaveNotReached`], never
+    /// [`Hold::Halted`].
+    pub fn hold(&self, seed: f64, now: u64) -> Option<Hold> {
+        if let Some(h) = &self.halted {
+            return Some(Hold::Halted(h.clone()));
+        }
+        let at = self.turn_at(seed);
+        (now < at).then_some(Hold::WaveNotReached { at })
+    }
+}
+
+/// A halt reason: not empty, one line of printable text, bounded.
+pub fn check_halt_reason(reason: &str) -> Result<(), Error> {
+    let problem = if reason.trim().is_empty() {
+        "empty"
+    } else if reason.len() > MAX_HALT_REASON {
+        "longer than 1024 bytes"
+    } else if reason.chars().any(char::is_control) {
+        "control characters (a reason is one line of text)"
+    } else {
+        return Ok(());
+    };
+    Err(Error::HaltReason {
+        reason: reason.chars().take(80).collect(),
+        problem,
+    })
 }
 
 /// A channel: the releases offered to hosts that follow it.
@@ -328,8 +413,84 @@ impl Channel {
         check_name("channel", &c.channel)?;
         for r in &c.releases {
             check_relative_path(&r.manifest)?;
+            if let Some(h) = &r.halted {
+                check_halt_reason(&h.reason).map_err(|e| malformed(what, e))?;
+            }
         }
         Ok(c)
+    }
+
+    /// The entries for `version` (on `board`, or on every board).
+    fn select(
+        &mut self,
+        version: &Version,
+        board: Option<&str>,
+    ) -> Result<Vec<&mut ReleaseEntry>, Error> {
+        let picked: Vec<&mut ReleaseEntry> = self
+            .releases
+            .iter_mut()
+            .filter(|r| r.version == *version && board.is_none_or(|b| r.board == b))
+            .collect();
+        if picked.is_empty() {
+            return Err(Error::NotOnChannel {
+                channel: self.channel.clone(),
+                version: version.to_string(),
+                board: board.map(str::to_string),
+            });
+        }
+        Ok(picked)
+    }
+
+    /// Marks `version` (on `board`, or on every board) halted. Refused if the
+    /// channel does not offer it or it is already halted. Does not bump the
+    /// channel version ([`halt`] does, when it signs).
+    pub fn halt_release(
+        &mut self,
+        version: &Version,
+        board: Option<&str>,
+        halt: Halt,
+    ) -> Result<(), Error> {
+        check_halt_reason(&halt.reason)?;
+        let channel = self.channel.clone();
+        let picked = self.select(version, board)?;
+        if let Some(h) = picked.iter().find_map(|r| r.halted.as_ref()) {
+            return Err(Error::AlreadyHalted {
+                channel,
+                version: version.to_string(),
+                reason: h.reason.clone(),
+                at: h.at,
+            });
+        }
+        for r in picked {
+            r.halted = Some(halt.clone());
+        }
+        Ok(())
+    }
+
+    /// Removes the halt of `version` (on `board`, or on every board), optionally
+    /// restarting its wave at `restart_wave_at`. Refused if the channel does not
+    /// offer it or none of those entries is halted. Does not bump the version.
+    pub fn resume_release(
+        &mut self,
+        version: &Version,
+        board: Option<&str>,
+        restart_wave_at: Option<u64>,
+    ) -> Result<(), Error> {
+        let channel = self.channel.clone();
+        let picked = self.select(version, board)?;
+        if picked.iter().all(|r| r.halted.is_none()) {
+            return Err(Error::NotHalted {
+                channel,
+                version: version.to_string(),
+            });
+        }
+        for r in picked {
+            r.halted = None;
+            if let Some(start) = restart_wave_at {
+                r.wave = r.wave.with_start(start);
+            }
+        }
+        Ok(())
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -530,24 +691,14 @@ pub fn check_not_downgrade(candidate: &Version, current: &Version) -> Result<(),
 
 // ---------------------------------------------------------------- publisher side
 
-/// Writes `path` atomically: temp file in the same directory, fsync, rename,
-/// fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::Invalid(format!("{} has no parent", path.display())))?;
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
+/// Every file a publisher writes: temp file in the same directory, fsync,
+/// rename, fsync of the directory, missing directories created. World
+/// readable: a repository is published as static files, and the web server
+/// serving them rarely runs as the publisher.
+const REPO_FILE: durable_file::Options = durable_file::Options {
+    create_parents: true,
+    ..durable_file::Options::new(0o644)
+};
 
 fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
     let f = fs::File::open(path).map_err(io_err(path))?;
@@ -593,11 +744,11 @@ fn write_root(repo: &Path, root: &Root, keys: &[KeyPair]) -> Result<(), Error> {
     let versioned = repo.join(root_path(root.version));
     // The versioned copy first: a client walking the chain finds it before the
     // convenience copy points at it.
-    write_atomic(&sig_path(&versioned), &sig)?;
-    write_atomic(&versioned, &doc)?;
+    durable_file::write(sig_path(&versioned), &sig, REPO_FILE)?;
+    durable_file::write(&versioned, &doc, REPO_FILE)?;
     let top = repo.join(ROOT_FILE);
-    write_atomic(&sig_path(&top), &sig)?;
-    write_atomic(&top, &doc)
+    durable_file::write(sig_path(&top), &sig, REPO_FILE)?;
+    Ok(durable_file::write(&top, &doc, REPO_FILE)?)
 }
 
 /// Creates a repository in `repo` (which may exist but must not hold a root) with
@@ -663,7 +814,7 @@ pub fn publish(
                     what: src.display().to_string(),
                     source,
                 })?;
-            write_atomic(&dst, &bytes)?;
+            durable_file::write(&dst, &bytes, REPO_FILE)?;
         }
     }
     let rel = format!(
@@ -673,8 +824,8 @@ pub fn publish(
         release_manifest::MANIFEST_FILE
     );
     let dst = repo.join(&rel);
-    write_atomic(&sig_path(&dst), &sig)?;
-    write_atomic(&dst, &doc)?;
+    durable_file::write(sig_path(&dst), &sig, REPO_FILE)?;
+    durable_file::write(&dst, &doc, REPO_FILE)?;
 
     let cpath = repo.join(channel_path(channel));
     let mut ch = if cpath.exists() {
@@ -688,8 +839,15 @@ pub fn publish(
             releases: Vec::new(),
         }
     };
-    ch.releases
-        .retain(|r| !(r.board == manifest.board && r.version == manifest.version));
+    // Republishing a halted release keeps it halted: only `resume` lifts a halt.
+    let mut halted = None;
+    ch.releases.retain(|r| {
+        let same = r.board == manifest.board && r.version == manifest.version;
+        if same {
+            halted = r.halted.clone();
+        }
+        !same
+    });
     ch.releases.push(ReleaseEntry {
         board: manifest.board.clone(),
         arch: manifest.arch.clone(),
@@ -698,11 +856,110 @@ pub fn publish(
         manifest_sha256: Hex32(Sha256::digest(&doc).into()),
         manifest_size: doc.len() as u64,
         wave: opts.wave,
+        halted,
     });
     ch.releases
         .sort_by(|a, b| (&a.board, &a.version).cmp(&(&b.board, &b.version)));
     ch.version += 1;
     ch.expires = opts.expires;
+    write_channel(repo, &root, &ch, keys)?;
+    Ok(ch)
+}
+
+/// Halting options.
+#[derive(Debug, Clone, Copy)]
+pub struct HaltOptions<'a> {
+    /// Only this board's entry (default: the version on every board).
+    pub board: Option<&'a str>,
+    /// The halt's time (unix seconds).
+    pub now: u64,
+    /// Expiry of the channel metadata written (unix seconds).
+    pub expires: u64,
+}
+
+/// Resuming options.
+#[derive(Debug, Clone, Copy)]
+pub struct ResumeOptions<'a> {
+    /// Only this board's entry (default: the version on every board).
+    pub board: Option<&'a str>,
+    /// Start the wave over at this time (unix seconds). Without it the wave
+    /// keeps its start, so every host whose turn came during the halt may
+    /// install at once.
+    pub restart_wave_at: Option<u64>,
+    /// Expiry of the channel metadata written (unix seconds).
+    pub expires: u64,
+}
+
+/// Stops the rollout of `version` on `channel`: re-signs the channel with the
+/// entry marked halted and a higher channel version, so hosts that see it
+/// refuse the pre-halt channel from then on. Returns the new channel.
+pub fn halt(
+    repo: &Path,
+    channel: &str,
+    version: &Version,
+    reason: &str,
+    keys: &[KeyPair],
+    opts: HaltOptions,
+) -> Result<Channel, Error> {
+    let halt = Halt {
+        reason: reason.to_string(),
+        at: opts.now,
+    };
+    update_channel(repo, channel, keys, opts.expires, |ch| {
+        ch.halt_release(version, opts.board, halt)
+    })
+}
+
+/// Lifts a [`halt`]: re-signs the channel without the mark, with a higher
+/// channel version. Returns the new channel.
+pub fn resume(
+    repo: &Path,
+    channel: &str,
+    version: &Version,
+    keys: &[KeyPair],
+    opts: ResumeOptions,
+) -> Result<Channel, Error> {
+    update_channel(repo, channel, keys, opts.expires, |ch| {
+        ch.resume_release(version, opts.board, opts.restart_wave_at)
+    })
+}
+
+/// Loads an existing channel, checks it is signed by the repository's root
+/// (re-signing a tampered file would bless it), applies `edit`, then signs it
+/// as the next version with `expires`.
+fn update_channel(
+    repo: &Path,
+    channel: &str,
+    keys: &[KeyPair],
+    expires: u64,
+    edit: impl FnOnce(&mut Channel) -> Result<(), Error>,
+) -> Result<Channel, Error> {
+    check_name("channel", channel)?;
+    let root = load_root(repo)?;
+    let what = channel_path(channel);
+    let path = repo.join(&what);
+    if !path.exists() {
+        return Err(Error::Invalid(format!(
+            "{} has no channel {channel:?} (publish a release to it first)",
+            repo.display()
+        )));
+    }
+    let doc = read_capped(&path, MAX_METADATA)?;
+    let sig = read_capped(&sig_path(&path), MAX_SIGNATURES)?;
+    root.verify(&what, &doc, &sig)?;
+    let mut ch = Channel::from_json(&doc)?;
+    if ch.channel != channel {
+        return Err(Error::ChannelName {
+            expected: channel.to_string(),
+            found: ch.channel,
+        });
+    }
+    edit(&mut ch)?;
+    ch.version = ch
+        .version
+        .checked_add(1)
+        .ok_or_else(|| Error::Invalid(format!("channel {channel:?} version overflows")))?;
+    ch.expires = expires;
     write_channel(repo, &root, &ch, keys)?;
     Ok(ch)
 }
@@ -720,8 +977,8 @@ pub fn write_channel(
     let what = channel_path(&ch.channel);
     root.verify(&what, &doc, &sig)?;
     let path = repo.join(&what);
-    write_atomic(&sig_path(&path), &sig)?;
-    write_atomic(&path, &doc)
+    durable_file::write(sig_path(&path), &sig, REPO_FILE)?;
+    Ok(durable_file::write(&path, &doc, REPO_FILE)?)
 }
 
 fn file_sha256(path: &Path) -> Result<[u8; 32], Error> {

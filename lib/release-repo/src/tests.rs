@@ -366,25 +366,19 @@ fn republishing_replaces_the_entry_and_bumps_the_version() {
         "stable",
         &[key(2), key(3)],
         PublishOptions {
-            wave: Wave {
-                start: NOW,
-                duration: DAY,
-            },
+            wave: Wave::linear(NOW, DAY),
             expires: NOW + DAY,
         },
     )
     .unwrap();
     assert_eq!(ch.version, 3);
     assert_eq!(ch.releases.len(), 2);
-    assert_eq!(ch.releases[1].wave.duration, DAY);
+    assert_eq!(ch.releases[1].wave.duration(), DAY);
 }
 
 #[test]
 fn wave_table() {
-    let w = Wave {
-        start: 1000,
-        duration: 100,
-    };
+    let w = Wave::linear(1000, 100);
     // (seed, now, reached)
     let rows = [
         (0.0, 999, false),
@@ -403,16 +397,7 @@ fn wave_table() {
         assert_eq!(wave_reached(w, seed, now), reached, "seed {seed} now {now}");
     }
     assert_eq!(install_time(Wave::immediate(5), 0.7), 5);
-    assert_eq!(
-        install_time(
-            Wave {
-                start: u64::MAX - 1,
-                duration: 10
-            },
-            0.9
-        ),
-        u64::MAX
-    );
+    assert_eq!(install_time(Wave::linear(u64::MAX - 1, 10), 0.9), u64::MAX);
 }
 
 #[test]
@@ -421,4 +406,439 @@ fn metadata_paths_cannot_escape() {
         assert!(check_relative_path(bad).is_err(), "{bad}");
     }
     check_relative_path("releases/b/1.0/manifest.json").unwrap();
+}
+
+// ---------------------------------------------------------------- halt / resume
+
+fn halt_opts(now: u64) -> HaltOptions<'static> {
+    HaltOptions {
+        board: None,
+        now,
+        expires: now + 7 * DAY,
+    }
+}
+
+fn resume_opts(now: u64) -> ResumeOptions<'static> {
+    ResumeOptions {
+        board: None,
+        restart_wave_at: None,
+        expires: now + 7 * DAY,
+    }
+}
+
+fn v(s: &str) -> Version {
+    Version::parse(s).unwrap()
+}
+
+#[test]
+fn halt_and_resume_are_signed_channel_versions() {
+    let r = repo();
+    let keys = [key(1), key(2)];
+    let ch = halt(
+        &r.dir,
+        "stable",
+        &v("1.1.0"),
+        "boot loops on rev B boards",
+        &keys,
+        halt_opts(NOW),
+    )
+    .unwrap();
+    assert_eq!(ch.version, 3);
+    // What a host sees: signed by the root threshold, the entry marked.
+    let e = entry(&r, "1.1.0");
+    let want = Halt {
+        reason: "boot loops on rev B boards".into(),
+        at: NOW,
+    };
+    assert_eq!(e.halted, Some(want.clone()));
+    assert_eq!(e.hold(0.0, NOW + DAY), Some(Hold::Halted(want)));
+    // Only that release.
+    assert_eq!(entry(&r, "1.0.0").halted, None);
+    assert_eq!(entry(&r, "1.0.0").hold(0.0, NOW), None);
+    let (doc, _) = channel_files(&r);
+    let text = String::from_utf8(doc).unwrap();
+    assert_eq!(text.matches("\"halted\"").count(), 1, "{text}");
+
+    let ch = resume(
+        &r.dir,
+        "stable",
+        &v("1.1.0"),
+        &[key(2), key(3)],
+        resume_opts(NOW + 60),
+    )
+    .unwrap();
+    assert_eq!(ch.version, 4);
+    let e = entry(&r, "1.1.0");
+    assert_eq!(e.halted, None);
+    // The wave kept its start (a day ago): everyone may install again.
+    assert_eq!(e.hold(0.99, NOW + 60), None);
+    assert_eq!(e.wave, Wave::immediate(NOW - DAY));
+    let (doc, _) = channel_files(&r);
+    assert!(!String::from_utf8(doc).unwrap().contains("halted"));
+}
+
+#[test]
+fn the_pre_halt_channel_cannot_be_replayed() {
+    let r = repo();
+    let keys = [key(1), key(2)];
+    let (before_doc, before_sig) = channel_files(&r);
+    let pre = verify_channel(&before_doc, &before_sig, "stable", &r.root, NOW, 0).unwrap();
+    halt(
+        &r.dir,
+        "stable",
+        &v("1.1.0"),
+        "bad kernel",
+        &keys,
+        halt_opts(NOW),
+    )
+    .unwrap();
+    let (halted_doc, halted_sig) = channel_files(&r);
+    // A host checks the halted channel and persists its version as the highest seen...
+    let seen = verify_channel(
+        &halted_doc,
+        &halted_sig,
+        "stable",
+        &r.root,
+        NOW,
+        pre.version,
+    )
+    .unwrap();
+    assert!(seen.version > pre.version);
+    // ...then a mirror (or an attacker) serves the validly signed pre-halt channel.
+    let err = msg(verify_channel(
+        &before_doc,
+        &before_sig,
+        "stable",
+        &r.root,
+        NOW,
+        seen.version,
+    ));
+    assert!(err.contains("rollback attack"), "{err}");
+    // Resuming moves forward too; the halted channel is then the stale one.
+    resume(&r.dir, "stable", &v("1.1.0"), &keys, resume_opts(NOW)).unwrap();
+    let (doc, sig) = channel_files(&r);
+    let resumed = verify_channel(&doc, &sig, "stable", &r.root, NOW, seen.version).unwrap();
+    assert!(resumed.version > seen.version);
+    let err = msg(verify_channel(
+        &halted_doc,
+        &halted_sig,
+        "stable",
+        &r.root,
+        NOW,
+        resumed.version,
+    ));
+    assert!(err.contains("rollback attack"), "{err}");
+    // The halt also refreshed the expiry: a halt is signed like a publish.
+    assert_eq!(seen.expires, NOW + 7 * DAY);
+}
+
+#[test]
+fn halt_and_resume_refusals() {
+    let r = repo();
+    let keys = [key(1), key(2)];
+    let (doc0, _) = channel_files(&r);
+    let refusals = [
+        (
+            msg(halt(
+                &r.dir,
+                "stable",
+                &v("1.2.0"),
+                "x",
+                &keys,
+                halt_opts(NOW),
+            )),
+            "offers no release 1.2.0",
+        ),
+        (
+            msg(halt(
+                &r.dir,
+                "stable",
+                &v("1.1.0"),
+                "x",
+                &keys,
+                HaltOptions {
+                    board: Some("rpi4"),
+                    ..halt_opts(NOW)
+                },
+            )),
+            "offers no release 1.1.0 for board rpi4",
+        ),
+        (
+            msg(halt(
+                &r.dir,
+                "beta",
+                &v("1.1.0"),
+                "x",
+                &keys,
+                halt_opts(NOW),
+            )),
+            "has no channel \"beta\"",
+        ),
+        (
+            msg(halt(
+                &r.dir,
+                "stable",
+                &v("1.1.0"),
+                " ",
+                &keys,
+                halt_opts(NOW),
+            )),
+            "empty",
+        ),
+        (
+            msg(halt(
+                &r.dir,
+                "stable",
+                &v("1.1.0"),
+                "a\nb",
+                &keys,
+                halt_opts(NOW),
+            )),
+            "control characters",
+        ),
+        (
+            msg(halt(
+                &r.dir,
+                "stable",
+                &v("1.1.0"),
+                &"x".repeat(1025),
+                &keys,
+                halt_opts(NOW),
+            )),
+            "longer than 1024 bytes",
+        ),
+        // Keys below the root threshold: hosts would refuse it, so nothing is written.
+        (
+            msg(halt(
+                &r.dir,
+                "stable",
+                &v("1.1.0"),
+                "x",
+                &[key(1)],
+                halt_opts(NOW),
+            )),
+            "only 1 of the 2 required",
+        ),
+        (
+            msg(resume(
+                &r.dir,
+                "stable",
+                &v("1.1.0"),
+                &keys,
+                resume_opts(NOW),
+            )),
+            "is not halted",
+        ),
+    ];
+    for (err, want) in refusals {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert_eq!(
+        channel_files(&r).0,
+        doc0,
+        "a refused halt changed the channel"
+    );
+    halt(
+        &r.dir,
+        "stable",
+        &v("1.1.0"),
+        "first",
+        &keys,
+        halt_opts(NOW),
+    )
+    .unwrap();
+    let err = msg(halt(
+        &r.dir,
+        "stable",
+        &v("1.1.0"),
+        "second",
+        &keys,
+        halt_opts(NOW),
+    ));
+    assert!(
+        err.contains("already halted") && err.contains("first"),
+        "{err}"
+    );
+    // A channel file changed on disk is not re-signed.
+    let p = r.dir.join(channel_path("stable"));
+    let tampered = String::from_utf8(read(&p))
+        .unwrap()
+        .replace("first", "FIRST");
+    fs::write(&p, tampered).unwrap();
+    let err = msg(resume(
+        &r.dir,
+        "stable",
+        &v("1.1.0"),
+        &keys,
+        resume_opts(NOW),
+    ));
+    assert!(err.contains("signature check failed"), "{err}");
+}
+
+#[test]
+fn republishing_keeps_a_halt_and_resume_can_restart_the_wave() {
+    let r = repo();
+    let keys = [key(1), key(2)];
+    halt(&r.dir, "stable", &v("1.1.0"), "bad", &keys, halt_opts(NOW)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let rel = make_release(tmp.path(), "1.1.0", 7);
+    let steps = Wave::parse(NOW, "2h:1%,24h:10%,72h:100%").unwrap();
+    let opts = PublishOptions {
+        wave: steps,
+        expires: NOW + DAY,
+    };
+    let ch = publish(&rel, &r.dir, "stable", &keys, opts).unwrap();
+    assert_eq!(ch.version, 4);
+    let e = entry(&r, "1.1.0");
+    assert_eq!(e.wave, steps);
+    assert!(e.halted.is_some(), "republishing lifted the halt");
+    let later = NOW + 10 * DAY;
+    resume(
+        &r.dir,
+        "stable",
+        &v("1.1.0"),
+        &keys,
+        ResumeOptions {
+            restart_wave_at: Some(later),
+            ..resume_opts(NOW)
+        },
+    )
+    .unwrap();
+    let e = entry(&r, "1.1.0");
+    assert_eq!(e.wave, steps.with_start(later));
+    assert_eq!(e.hold(0.0, later), None);
+    assert_eq!(
+        e.hold(0.5, later),
+        Some(Hold::WaveNotReached {
+            at: later + 24 * 3600 + 76_800
+        })
+    );
+    assert_eq!(e.turn_at(0.5), later + 24 * 3600 + 76_800);
+}
+
+fn two_board_channel() -> Channel {
+    let e = |board: &str, version: &str| ReleaseEntry {
+        board: board.into(),
+        arch: "x86_64".into(),
+        version: v(version),
+        manifest: format!("releases/{board}/{version}/manifest.json"),
+        manifest_sha256: Hex32([1; 32]),
+        manifest_size: 10,
+        wave: Wave::linear(NOW, DAY),
+        halted: None,
+    };
+    Channel {
+        kind: CHANNEL_TYPE.into(),
+        channel: "stable".into(),
+        version: 7,
+        expires: NOW + DAY,
+        releases: vec![e("a", "2.0.0"), e("b", "2.0.0"), e("a", "2.1.0")],
+    }
+}
+
+#[test]
+fn halting_one_board_or_all() {
+    let halt = |reason: &str| Halt {
+        reason: reason.into(),
+        at: NOW,
+    };
+    let halted =
+        |c: &Channel| -> Vec<bool> { c.releases.iter().map(|r| r.halted.is_some()).collect() };
+    let mut c = two_board_channel();
+    c.halt_release(&v("2.0.0"), Some("b"), halt("b only"))
+        .unwrap();
+    assert_eq!(halted(&c), [false, true, false]);
+    // Halting the version everywhere: refused while one board's entry is halted.
+    assert!(c.halt_release(&v("2.0.0"), None, halt("all")).is_err());
+    c.resume_release(&v("2.0.0"), None, None).unwrap();
+    assert_eq!(halted(&c), [false, false, false]);
+    // Versions compare as versions: 2.0 is 2.0.0.
+    c.halt_release(&v("2.0"), None, halt("all")).unwrap();
+    assert_eq!(halted(&c), [true, true, false]);
+    // The pure edits leave the version to the signing step.
+    assert_eq!(c.version, 7);
+}
+
+/// A channel exactly as the code before multi-step waves and halts wrote it.
+const OLD_CHANNEL: &str = r#"{
+  "type": "cairn-channel",
+  "channel": "stable",
+  "version": 9,
+  "expires": 1800604800,
+  "releases": [
+    {
+      "board": "qemu-x86_64",
+      "arch": "x86_64",
+      "version": "1.0.0",
+      "manifest": "releases/qemu-x86_64/1.0.0/manifest.json",
+      "manifest_sha256": "0101010101010101010101010101010101010101010101010101010101010101",
+      "manifest_size": 1234,
+      "wave": {
+        "start": 1800000000,
+        "duration": 0
+      }
+    },
+    {
+      "board": "qemu-x86_64",
+      "arch": "x86_64",
+      "version": "1.1.0",
+      "manifest": "releases/qemu-x86_64/1.1.0/manifest.json",
+      "manifest_sha256": "0202020202020202020202020202020202020202020202020202020202020202",
+      "manifest_size": 1235,
+      "wave": {
+        "start": 1800000000,
+        "duration": 86400
+      }
+    }
+  ]
+}
+"#;
+
+#[test]
+fn channel_json_old_and_new() {
+    let old = Channel::from_json(OLD_CHANNEL.as_bytes()).unwrap();
+    assert_eq!(old.releases[0].wave, Wave::immediate(NOW));
+    assert_eq!(old.releases[1].wave, Wave::linear(NOW, DAY));
+    assert_eq!(old.releases[1].halted, None);
+    // The same meaning: seed s at start + floor(s * duration).
+    assert_eq!(install_time(old.releases[1].wave, 0.5), NOW + DAY / 2);
+    // Written back byte for byte: channels without steps or halts stay readable
+    // by agents that predate them.
+    assert_eq!(String::from_utf8(old.to_json()).unwrap(), OLD_CHANNEL);
+
+    let mut new = old.clone();
+    new.releases[1].wave = Wave::parse(NOW, "2h:1%,24h:10%,72h:100%").unwrap();
+    new.releases[1].halted = Some(Halt {
+        reason: "regression in 1.1.0".into(),
+        at: NOW + 5,
+    });
+    let json = new.to_json();
+    let text = String::from_utf8(json.clone()).unwrap();
+    for part in [
+        r#""steps": ["#,
+        r#""after_seconds": 7200,"#,
+        r#""percent": 1.0"#,
+        r#""halted": {"#,
+        r#""reason": "regression in 1.1.0","#,
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    assert_eq!(Channel::from_json(&json).unwrap(), new);
+
+    // Refused on parse: invalid steps, a halt with unknown fields or a bad reason.
+    for (from, to, want) in [
+        (r#""percent": 100.0"#, r#""percent": 99.0"#, "not 100%"),
+        (
+            r#""at": 1800000005"#,
+            r#""at": 1800000005, "by": "x""#,
+            "unknown field",
+        ),
+        ("regression in 1.1.0", r"line\nbreak", "control characters"),
+        (r#""duration": 0"#, r#""duration": 0, "steps": []"#, "both"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let bad = text.replacen(from, to, 1);
+        let err = msg(Channel::from_json(bad.as_bytes()));
+        assert!(err.contains(want), "{want}: {err}");
+    }
 }

@@ -116,6 +116,30 @@ pub(crate) fn expect_final_attrs(
 
 /// A normal boot of the built image: slot A, /usr on dm-verity, / on ROOT,
 /// no failed units, and A still marked good after a clean shutdown.
+/// The harness's command channel on the real guest: exit codes, long output
+/// and lines wider than the terminal come back whole.
+fn check_console_round_trips(vm: &mut Vm) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let (rc, out) = vm.run("echo hi; false", SHELL_CMD)?;
+    if (rc, out.as_str()) != (1, "hi\n") {
+        problems.push(format!(
+            "`echo hi; false` gave {rc} {out:?}, not 1 \"hi\\n\""
+        ));
+    }
+    let many = vm.run_ok("seq 1 3000", SHELL_CMD)?;
+    if many.lines().count() != 3000 || !many.ends_with("2999\n3000\n") {
+        problems.push(format!("`seq 1 3000` came back as {} bytes", many.len()));
+    }
+    let wide = "x".repeat(1500);
+    let n = vm.run_ok(&format!("echo {wide} | wc -c"), SHELL_CMD)?;
+    if n.trim() != "1501" {
+        problems.push(format!(
+            "a 1500-character command line arrived as {n:?} bytes"
+        ));
+    }
+    Ok(problems)
+}
+
 pub fn boot(ctx: &mut Ctx) -> Result<()> {
     with_cleanup(ctx, boot_body)
 }
@@ -218,6 +242,7 @@ fn boot_body(ctx: &mut Ctx) -> Result<()> {
             booted.trim()
         ));
     }
+    problems.extend(check_console_round_trips(&mut vm)?);
     if !problems.is_empty() {
         bail!("boot checks failed:\n  {}", problems.join("\n  "));
     }

@@ -35,12 +35,12 @@ pub(crate) const TO_UPDATE: Duration = Duration::from_secs(600);
 /// The slot a host ends on after v2 was installed and committed (re-armed).
 pub(crate) const B_GOOD: Attrs = Attrs::new(2, K, true);
 /// A after v2 was committed: still good, below B (the fallback, armed).
-const A_FALLBACK: Attrs = Attrs::new(1, K, true);
+pub(crate) const A_FALLBACK: Attrs = Attrs::new(1, K, true);
 /// A slot never written: the image leaves B like this, and the agent sets it
 /// so again before writing.
 pub(crate) const UNBOOTABLE: Attrs = Attrs::new(0, 0, false);
 /// Journal line of cairn-updated once the new slot is ready (console copy).
-const READY: &str = "ready in slot b: reboot needed";
+pub(crate) const READY: &str = "ready in slot b: reboot needed";
 
 pub(crate) fn inputs(ctx: &Ctx) -> Result<UpdateInputs> {
     ctx.images.update(ctx.arch).cloned().with_context(|| {
@@ -71,10 +71,7 @@ pub(crate) fn publish(ctx: &Ctx, release: &Path) -> Result<PathBuf> {
         .as_secs();
     let opts = release_repo::PublishOptions {
         // Started a minute ago, everyone at once: the wave has reached every host.
-        wave: release_repo::Wave {
-            start: now - 60,
-            duration: 0,
-        },
+        wave: release_repo::Wave::immediate(now - 60),
         expires: now + 7 * 86400,
     };
     release_repo::publish(release, &repo, "stable", &[key], opts)

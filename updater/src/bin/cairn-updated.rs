@@ -3,8 +3,12 @@
 //! `cairn_updater::dbus`: Status, Check, Update, Rollback, History, and the
 //! Progress and StateChanged signals). Then it checks the repository every
 //! interval, applies what the plan chooses, and reboots according to the
-//! `[update] reboot` strategy. An update asked for over D-Bus does not reboot:
-//! the caller decides, as with `cairnctl update`.
+//! `[update] reboot` strategy (`cairn_updater::daemon`: the cycle;
+//! `cairn_updater::reboot`: the decision): with `etcd-lock` or `fleetlock`
+//! only once it holds one of its group's reboot slots, which it gives back
+//! once the booted slot is committed. An update asked for over D-Bus does
+//! not reboot by itself: the caller decides, as with `cairnctl update`, or
+//! the next cycle reboots into it as the strategy allows.
 //!
 //! Talks to systemd through sd_notify (READY once the name is on the bus,
 //! STATUS, WATCHDOG). The watchdog is pinged by time, never by progress: the
@@ -13,17 +17,17 @@
 //! check and update run on the main thread, however long a step waits for
 //! the network (the HTTP client bounds that, not the watchdog).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cairn_updater::Event;
-use cairn_updater::config::{RebootStrategy, UpdateConfig};
+use cairn_updater::config::UpdateConfig;
+use cairn_updater::daemon::{self, Cycle, Env};
 use cairn_updater::dbus::Service;
 use cairn_updater::notify::{Keepalive, notify, watchdog_interval};
+use cairn_updater::reboot::WindowState;
 use cairn_updater::setup::{self, OverrideArgs};
 use clap::Parser;
+use reboot_window::TimeZone;
 
 #[derive(Parser)]
 #[command(name = "cairn-updated", about = "The Cairn update service", version)]
@@ -31,6 +35,9 @@ struct Cli {
     /// Only act on D-Bus calls: no check on a timer (tests, manual control).
     #[arg(long)]
     manual: bool,
+    /// A program to run instead of `systemctl reboot` (tests).
+    #[arg(long, hide = true, value_name = "PROGRAM")]
+    reboot_command: Option<String>,
     #[command(flatten)]
     paths: OverrideArgs,
 }
@@ -53,11 +60,72 @@ fn main() {
     }
 }
 
+/// The host as the cycle sees it: the system clock, the reboot windows in
+/// the host's time zone, `systemctl reboot`, the journal and sd_notify.
+struct Host {
+    reboot_command: Vec<String>,
+    tz_warned: bool,
+}
+
+impl Env for Host {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+
+    fn window(&mut self, cfg: &UpdateConfig, now: i64) -> WindowState {
+        // Read each time: a changed /etc/localtime counts from the next cycle.
+        let tz = TimeZone::load(std::path::Path::new("/")).unwrap_or_else(|e| {
+            if !self.tz_warned {
+                log(4, &format!("{e}; reading reboot windows in UTC"));
+                self.tz_warned = true;
+            }
+            TimeZone::utc()
+        });
+        daemon::window_state(cfg, &tz, now)
+    }
+
+    fn reboot(&mut self) -> Result<(), String> {
+        let (program, args) = self
+            .reboot_command
+            .split_first()
+            .ok_or("no reboot command")?;
+        let st = std::process::Command::new(program)
+            .args(args)
+            .status()
+            .map_err(|e| format!("running {program}: {e}"))?;
+        if !st.success() {
+            return Err(format!("{} failed: {st}", self.reboot_command.join(" ")));
+        }
+        Ok(())
+    }
+
+    fn log(&mut self, level: u8, msg: &str) {
+        log(level, msg);
+    }
+
+    fn status(&mut self, msg: &str) {
+        status(msg);
+    }
+}
+
 fn run() -> Result<()> {
     let cli = Cli::parse();
     let (agent, cfg) = setup::build(&cli.paths.overrides()).context("setting up the agent")?;
     for n in agent.reconcile().context("checking the last update")? {
         log(5, &n);
+    }
+    if let Some(f) = &agent.fleet {
+        log(
+            6,
+            &format!(
+                "reboot = \"{}\": reboots take a slot in {} as node {}",
+                cfg.reboot.as_str(),
+                f.describe(),
+                f.id
+            ),
+        );
     }
     let service = Service::new(agent);
     // Without the bus the timer still updates the host; cairnctl then works in
@@ -73,7 +141,15 @@ fn run() -> Result<()> {
         ),
     }
     notify("READY=1").context("sd_notify READY")?;
-    let interval = Duration::from_secs(cfg.interval_minutes * 60);
+    let interval = (cfg.interval_minutes.max(1) * 60) as i64;
+    let mut host = Host {
+        reboot_command: match &cli.reboot_command {
+            Some(p) => vec![p.clone()],
+            None => vec!["systemctl".into(), "reboot".into()],
+        },
+        tz_warned: false,
+    };
+    let mut cycle = Cycle::new(&service);
     if cli.manual || cfg.url.is_none() {
         let why = if cli.manual {
             "manual mode: updates only when asked over D-Bus"
@@ -82,8 +158,17 @@ fn run() -> Result<()> {
         };
         status(why);
         log(6, why);
+        // Still settles the last update and gives the fleet's reboot slot
+        // back once this boot is committed.
         loop {
-            sleep_with_watchdog(interval);
+            let wake_at = match cycle.settle(&service, &cfg, &mut host) {
+                Ok(next) => next.wake_at,
+                Err(e) => {
+                    log(3, &format!("{e:#}"));
+                    host.now() + interval
+                }
+            };
+            sleep_until(&host, wake_at, interval);
         }
     }
     log(
@@ -96,105 +181,29 @@ fn run() -> Result<()> {
         ),
     );
     loop {
-        match cycle(&service, &cfg) {
-            Ok(msg) => status(&msg),
+        // The main thread is busy until the cycle ends: ping from another one.
+        let alive = Keepalive::watchdog();
+        let wake_at = match cycle.run(&service, &cfg, &mut host) {
+            Ok(next) => {
+                status(&next.status);
+                next.wake_at
+            }
             Err(e) => {
                 log(3, &format!("{e:#}"));
                 status(&format!("last check failed: {e:#}"));
+                host.now() + interval
             }
-        }
-        sleep_with_watchdog(interval);
+        };
+        drop(alive);
+        sleep_until(&host, wake_at, interval);
     }
 }
 
-/// One check (+ apply, + reboot when allowed).
-fn cycle(service: &Arc<Service>, cfg: &UpdateConfig) -> Result<String> {
-    // The main thread is busy until the cycle ends: ping from another one.
-    let _alive = Keepalive::watchdog();
-    // Settle again each time: at start the new slot may still have been
-    // waiting for its health checks (cairn-mark-good runs after us).
-    for n in service
-        .agent
-        .reconcile()
-        .context("checking the last update")?
-    {
-        log(5, &n);
-    }
-    // While this boot is on trial the other slot is the fallback: not now, and
-    // not a failure (no error status, nothing recorded). Said once per trial;
-    // a later cycle installs the update once cairn-mark-good committed the boot.
-    static TRIAL_LOGGED: AtomicBool = AtomicBool::new(false);
-    let not_now = |e: &cairn_updater::Error| {
-        if !TRIAL_LOGGED.swap(true, Ordering::Relaxed) {
-            log(5, &format!("not updating now: {e}"));
-        }
-        Ok(match e {
-            cairn_updater::Error::RollbackPending { .. } => {
-                "waiting for a reboot to finish the rollback before updating"
-            }
-            _ => "waiting for this boot to be marked good before updating",
-        }
-        .to_string())
-    };
-    match service.agent.refuse_if_on_trial() {
-        Err(e) if e.waits_for_boot() => return not_now(&e),
-        Err(e) => return Err(e).context("reading the slot attributes"),
-        Ok(()) => TRIAL_LOGGED.store(false, Ordering::Relaxed),
-    }
-    let pending_reboot = service.agent.status()?.reboot_needed;
-    if !pending_reboot {
-        let mut last = 0;
-        let r = service.run_update(false, &mut |e| match e {
-            Event::Phase(p) => log(6, p),
-            Event::Chunk {
-                bytes_done,
-                bytes_total,
-                ..
-            } => {
-                let pct = bytes_done * 100 / (*bytes_total).max(1);
-                if pct >= last + 10 {
-                    last = pct;
-                    status(&format!("installing: {pct}%"));
-                }
-            }
-        });
-        let Some(r) = r else {
-            return Ok("an update asked for over D-Bus is running".into());
-        };
-        if let Err(e) = &r
-            && e.waits_for_boot()
-        {
-            return not_now(e);
-        }
-        let Some(out) = r.context("updating")? else {
-            return Ok(format!(
-                "up to date ({})",
-                service.agent.host.booted_version
-            ));
-        };
-        log(
-            5,
-            &format!("{} ready in slot {}: reboot needed", out.version, out.slot),
-        );
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if cfg.reboot != RebootStrategy::Off && cfg.may_reboot(now) {
-        log(5, "rebooting into the new slot");
-        let st = std::process::Command::new("systemctl")
-            .arg("reboot")
-            .status()
-            .context("running systemctl reboot")?;
-        if !st.success() {
-            anyhow::bail!("systemctl reboot failed: {st}");
-        }
-        return Ok("rebooting".into());
-    }
-    Ok(format!(
-        "update ready; reboot strategy {:?} defers the reboot",
-        cfg.reboot
-    ))
+/// Sleeps until `wake_at` (at least 1 s, at most `interval`), pinging the
+/// watchdog.
+fn sleep_until(host: &Host, wake_at: i64, interval: i64) {
+    let secs = daemon::sleep_for(host.now(), wake_at, interval);
+    sleep_with_watchdog(Duration::from_secs(secs));
 }
 
 /// Sleeps `total`, pinging the watchdog at half its interval.

@@ -10,6 +10,11 @@
 //!
 //! Every subcommand has `--json` (the documents of the D-Bus API); `update`
 //! shows a progress bar on a terminal and plain lines otherwise.
+//!
+//! `cairnctl fleet` talks to the group's etcd itself (`reboot = "etcd-lock"`,
+//! `[update.etcd]` of the host config): the reboot slots and their holders,
+//! a release's rollout outcomes and whether it is halted, `set-max`,
+//! `unlock`.
 
 use std::io::IsTerminal;
 
@@ -67,6 +72,37 @@ enum Cmd {
     Rollback,
     /// What the agent did, and the versions it will not install again.
     History,
+    /// The fleet's reboot semaphore and rollout outcomes in etcd (needs
+    /// `reboot = "etcd-lock"` and `[update.etcd]` in the host config).
+    Fleet {
+        #[command(subcommand)]
+        cmd: FleetCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum FleetCmd {
+    /// The group's reboot slots and their holders (with the time left on
+    /// their leases), and a release's outcomes: installed, committed, rolled
+    /// back, halted.
+    Status {
+        /// The release to report (default: the newest with outcomes).
+        #[arg(long, value_name = "V")]
+        version: Option<String>,
+    },
+    /// Sets the group's number of reboot slots (0 pauses reboots; holders
+    /// keep their slots).
+    SetMax {
+        #[arg(value_name = "N")]
+        max: u32,
+    },
+    /// Frees a host's reboot slot at once (a host known to be gone), instead
+    /// of waiting for its lease to run out.
+    Unlock {
+        /// The host's node id, as `cairnctl fleet status` lists it.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 /// `println!` that ends cairnctl quietly when the reader went away
@@ -108,6 +144,9 @@ fn parse(doc: &str) -> Result<Value> {
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Fleet { cmd } = &cli.cmd {
+        return fleet(&cli, cmd);
+    }
     let direct = cli.direct || cli.paths.any();
     if cli.bus && cli.paths.any() {
         bail!("--bus talks to the running service: path options only apply with --direct");
@@ -136,6 +175,7 @@ fn over_bus(cli: &Cli, client: &Client) -> Result<()> {
         Cmd::Check { now } => show_check(&call("Check", client.check(now))?, cli.json),
         Cmd::History => show_history(&call("History", client.history())?, cli.json),
         Cmd::Rollback => show_rollback(&call("Rollback", client.rollback())?, cli.json),
+        Cmd::Fleet { .. } => unreachable!("handled before choosing the transport"),
         Cmd::Update { now, ref version } => {
             let mut ui = ProgressUi::new(cli.json);
             let mut watch = |u: &dbus::Update| match u {
@@ -194,6 +234,7 @@ fn in_process(cli: &Cli) -> Result<()> {
             show_rollback(&serde_json::json!({ "result": msg }), cli.json)
         }
         Cmd::History => show_history(&serde_json::to_value(agent.history()?)?, cli.json),
+        Cmd::Fleet { .. } => unreachable!("handled before choosing the transport"),
     }
 }
 
@@ -246,10 +287,175 @@ fn show_status(s: &Value, json: bool) -> Result<()> {
             outln!("failed: {v}: {}", text(why));
         }
     }
+    show_reboot(&s["reboot"]);
     if s["development_key"] == Value::Bool(true) {
         outln!(
             "WARNING: this image is signed with the DEVELOPMENT key; do not use it in production"
         );
+    }
+    Ok(())
+}
+
+/// `reboot: etcd-lock, group workers: this host holds a reboot slot since …,
+/// lease 840 s left (1/2 slots held)`, the node id, unsent outcomes, a halt.
+fn show_reboot(r: &Value) {
+    let strategy = text(&r["strategy"]);
+    if strategy == "-" {
+        return;
+    }
+    let Some(group) = r["group"].as_str() else {
+        outln!("reboot: {strategy}");
+        return;
+    };
+    let mut place = format!("group {group}");
+    if let Some(url) = r["url"].as_str() {
+        place += &format!(" of FleetLock server {url}");
+    }
+    let slots = match (r["held"].as_u64(), r["max"].as_u64()) {
+        (Some(n), Some(max)) => format!(" ({n}/{max} slots held)"),
+        _ => String::new(),
+    };
+    let state = match (&r["holds_slot"], r["error"].as_str()) {
+        (_, Some(e)) => format!("cannot tell whether this host holds a reboot slot: {e}"),
+        (Value::Bool(true), _) => {
+            let mut t = "this host holds a reboot slot".to_string();
+            if let Some(since) = r["since"].as_u64().filter(|s| *s > 0) {
+                t += &format!(" since {}", cairn_updater::state::format_utc(since));
+            }
+            if let Some(left) = r["lease_seconds_left"].as_u64() {
+                t += &format!(", lease {left} s left");
+            }
+            t
+        }
+        (Value::Bool(false), _) => "this host holds no reboot slot".into(),
+        _ => "unknown whether this host holds a reboot slot".into(),
+    };
+    outln!("reboot: {strategy}, {place}: {state}{slots}");
+    if let Some(id) = r["node_id"].as_str() {
+        outln!("node id: {id}");
+    }
+    if let Some(n) = r["outcomes_unsent"].as_u64().filter(|n| *n > 0) {
+        outln!("rollout outcomes not yet in etcd: {n}");
+    }
+    if r["halted"].is_object() {
+        let h = &r["halted"];
+        outln!(
+            "halted: {} not installed: {}",
+            text(&h["version"]),
+            text(&h["detail"])
+        );
+    }
+}
+
+/// `cairnctl fleet …`: against the group's etcd, from the host config.
+fn fleet(cli: &Cli, cmd: &FleetCmd) -> Result<()> {
+    let path = cli
+        .paths
+        .config
+        .clone()
+        .unwrap_or_else(cairn_updater::config::effective_config);
+    let cfg = cairn_updater::config::load(&path)?;
+    let machine_id = cli
+        .paths
+        .machine_id
+        .clone()
+        .unwrap_or_else(|| cairn_updater::fleet::MACHINE_ID.into());
+    let admin = cairn_updater::fleet::Admin::new(&cfg, &machine_id)?;
+    match cmd {
+        FleetCmd::Status { version } => {
+            let version = version
+                .as_deref()
+                .map(|v| Version::parse(v).with_context(|| format!("--version {v:?}")))
+                .transpose()?;
+            let view = serde_json::to_value(admin.status(version.as_ref())?)?;
+            show_fleet(&view, cli.json)
+        }
+        FleetCmd::SetMax { max } => {
+            let previous = admin.set_max(*max)?;
+            let doc = serde_json::json!({ "group": admin.group, "previous": previous, "max": max });
+            if cli.json {
+                return print_json(&doc);
+            }
+            let was = previous.map_or("unset".to_string(), |p| p.to_string());
+            outln!(
+                "group {}: reboot slots {was} → {max}{}",
+                admin.group,
+                if *max == 0 { " (reboots paused)" } else { "" }
+            );
+            Ok(())
+        }
+        FleetCmd::Unlock { id } => {
+            let released = admin.unlock(id)?;
+            let doc = serde_json::json!({ "group": admin.group, "id": id, "released": released });
+            if cli.json {
+                return print_json(&doc);
+            }
+            if released {
+                outln!("freed the reboot slot of {id} in group {}", admin.group);
+            } else {
+                outln!("{id} held no reboot slot in group {}", admin.group);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn show_fleet(v: &Value, json: bool) -> Result<()> {
+    if json {
+        return print_json(v);
+    }
+    let holders = v["holders"].as_array().cloned().unwrap_or_default();
+    let (group, held) = (text(&v["group"]), holders.len());
+    match v["max"].as_u64() {
+        Some(0) => outln!("group {group}: {held} of 0 reboot slots held (reboots paused)"),
+        Some(max) => outln!("group {group}: {held} of {max} reboot slots held"),
+        None => outln!(
+            "group {group}: {held} reboot slots held; the number of slots is not set yet (the first host to take one sets it; this host's max_rebooting is {})",
+            text(&v["configured_max"])
+        ),
+    }
+    for h in &holders {
+        let since = h["since"]
+            .as_u64()
+            .filter(|s| *s > 0)
+            .map_or("-".to_string(), cairn_updater::state::format_utc);
+        let lease = h["lease_seconds_left"]
+            .as_u64()
+            .map_or("lease expired or none".to_string(), |s| {
+                format!("lease {s} s left")
+            });
+        let me = if h["this_host"] == Value::Bool(true) {
+            " (this host)"
+        } else {
+            ""
+        };
+        outln!("  {}{me}  since {since}, {lease}", text(&h["id"]));
+    }
+    match &v["release"] {
+        Value::Null => outln!("no release has rollout outcomes in this group yet"),
+        r => {
+            outln!(
+                "release {}: {} installed, {} committed, {} rolled back: {} (halts at {} hosts or {} %)",
+                text(&r["version"]),
+                text(&r["installed"]),
+                text(&r["committed"]),
+                text(&r["rolled_back"]),
+                if r["halted"] == Value::Bool(true) {
+                    "HALTED"
+                } else {
+                    "not halted"
+                },
+                text(&r["threshold"]["hosts"]),
+                text(&r["threshold"]["percent"])
+            );
+            for b in r["rollbacks"].as_array().into_iter().flatten() {
+                outln!(
+                    "  rolled back on {}: {}",
+                    text(&b["id"]),
+                    text(&b["reason"])
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -268,7 +474,9 @@ fn show_check(c: &Value, json: bool) -> Result<()> {
     }
     if let Some(skipped) = c["skipped"].as_array() {
         for s in skipped {
-            outln!("  skipped {}: {}", text(&s["version"]), s["skip"]);
+            let why = serde_json::from_value::<cairn_updater::plan::Skipped>(s.clone())
+                .map_or_else(|_| s.to_string(), |k| k.skip.describe());
+            outln!("  skipped {}: {why}", text(&s["version"]));
         }
     }
     Ok(())
@@ -397,6 +605,10 @@ fn update(agent: &Agent, version: Option<&Version>, json: bool) -> Result<()> {
     let Some(entry) = c.decision.chosen.clone() else {
         return show_check(&serde_json::to_value(&c)?, json);
     };
+    // The fleet's word (etcd-lock), unless a version was asked for by name.
+    if version.is_none() {
+        agent.halt_gate(&entry.version)?;
+    }
     let mut ui = ProgressUi::new(json);
     let out = agent.apply(&entry, &mut |e| match e {
         Event::Phase(p) => ui.phase(&p),
