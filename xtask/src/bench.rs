@@ -14,7 +14,9 @@ pub fn run(name: &str) -> Result<()> {
         "build" => build(),
         "boot" => boot(),
         "update" => update(),
-        other => bail!("unknown benchmark {other:?}: try `build`, `boot` or `update`"),
+        other => bail!(
+            "unknown benchmark {other:?}: try `build`, `boot`, `update`, `runtime` or `fleet`"
+        ),
     }
 }
 

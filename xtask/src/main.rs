@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the project's chores in one place (see README.md).
 
 mod bench;
+mod bench_fleet;
 mod bench_runtime;
 mod fuzz;
 mod setup;
@@ -57,7 +58,8 @@ enum Cmd {
     /// Run a benchmark and print its figures.
     Bench {
         name: String,
-        /// Options of the benchmark (`runtime`: --runs N --hang-runs N).
+        /// Options of the benchmark (`runtime`: --runs N --hang-runs N; `fleet`:
+        /// --hosts N --max-rebooting N and more, see xtask/src/bench_fleet.rs).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -382,6 +384,9 @@ fn bench(name: &str, args: &[String]) -> Result<()> {
     if name == "runtime" {
         setup::setup()?;
         return bench_runtime::run(args);
+    }
+    if name == "fleet" {
+        return bench_fleet::run(args);
     }
     if !args.is_empty() {
         bail!("benchmark {name:?} takes no options");

@@ -131,3 +131,20 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
         .count()
         + 1
 }
+
+/// Tests of every section: each config text is refused with one line that
+/// names the source and contains every expected part (the key, the problem).
+#[cfg(test)]
+pub(crate) fn assert_refused(cases: &[(&str, &[&str])]) {
+    for (text, wants) in cases {
+        let e = match crate::HostConfig::parse(text, "t") {
+            Ok(c) => panic!("accepted {text:?}: {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!e.contains('\n'), "multi-line error for {text:?}: {e}");
+        assert!(e.starts_with("t: "), "{e}");
+        for w in *wants {
+            assert!(e.contains(w), "error for {text:?} lacks {w:?}: {e}");
+        }
+    }
+}
