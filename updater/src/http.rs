@@ -152,41 +152,14 @@ enum Attempt {
     Broken(String, Why),
 }
 
-/// Reads the CA certificates of a PEM bundle (`[update] ca_file`).
+/// Reads the CA certificates of a PEM bundle (`[update] ca_file`), with the
+/// same rules as the fleet's etcd `ca_file`.
 #[cfg(feature = "tls")]
 fn load_ca_file(path: &Path) -> Result<ureq::tls::RootCerts, FetchError> {
-    let bad = |problem: String| FetchError::CaFile {
-        path: path.to_path_buf(),
-        problem,
-    };
-    // A CA bundle is kilobytes; a cap keeps a wrong path (a disk, /dev/zero) harmless.
-    const MAX_CA_FILE: u64 = 4 << 20;
-    let mut pem = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CA_FILE + 1).read_to_end(&mut pem))
-        .map_err(|e| bad(format!("cannot read it: {e}")))?;
-    if pem.len() as u64 > MAX_CA_FILE {
-        return Err(bad(format!("over {MAX_CA_FILE} bytes: not a CA bundle")));
-    }
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
-            // A private key in a CA bundle is a mistake worth stopping for.
-            Ok(_) => {
-                return Err(bad(
-                    "holds a private key: it must hold only CA certificates".into(),
-                ));
-            }
-            Err(e) => return Err(bad(format!("not valid PEM: {e}"))),
-        }
-    }
-    if certs.is_empty() {
-        return Err(bad(
-            "holds no certificate (expected one or more -----BEGIN CERTIFICATE----- blocks)".into(),
-        ));
-    }
-    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+    fleet_lock::ca_certs(path).map_err(|e| FetchError::CaFile {
+        path: e.path,
+        problem: e.problem,
+    })
 }
 
 impl Http {

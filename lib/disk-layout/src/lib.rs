@@ -351,6 +351,8 @@ pub mod cmdline {
     pub const USR_PARTUUID: &str = "cairn.usr";
     /// Allows an emergency shell in cairn-init on failure.
     pub const DEBUG: &str = "cairn.debug";
+    /// The host config's URL (`cairn.config.url=`, for PXE and labs).
+    pub const CONFIG_URL: &str = "cairn.config.url";
 }
 
 /// dm-verity geometry used for /usr (data and hash blocks).
@@ -362,6 +364,8 @@ pub mod host_config {
     pub const OEM_PATH: &str = "config.toml";
     /// QEMU fw_cfg name (`-fw_cfg name=opt/cairn/config,file=…`).
     pub const FW_CFG_NAME: &str = "opt/cairn/config";
+    /// The fw_cfg name of a detached signature of the fw_cfg config.
+    pub const FW_CFG_SIG_NAME: &str = "opt/cairn/config.sig";
     /// Where the kernel shows fw_cfg blobs by name (relative to `/`).
     pub const FW_CFG_DIR: &str = "sys/firmware/qemu_fw_cfg/by_name";
     /// Where oem.mount puts the OEM partition (relative to `/`).
@@ -385,6 +389,9 @@ pub mod run {
     /// Written by cairn-config: one line, only when the config could not be
     /// (fully) applied.
     pub const CONFIG_ERROR: &str = "run/cairn/config-error";
+    /// Written by cairn-config: one line, the signature state of the config,
+    /// read by `cairn-config status`.
+    pub const CONFIG_SIGNATURE: &str = "run/cairn/config-signature";
     /// Written by cairn-mark-good health: one line, the last gate result.
     pub const HEALTH_RESULT: &str = "run/cairn/health";
     /// Written by cairn-app-generator: what it generated, for cairn-config's

@@ -48,11 +48,12 @@ fn with_tls(config: Builder, files: &TlsFiles) -> Result<Builder, TlsError> {
     Ok(config.tls_config(tls_config(files)?))
 }
 
-/// A PEM file of at most 1 MiB (a wrong path such as /dev/zero stays harmless).
+/// A PEM file of at most 4 MiB (a CA bundle is kilobytes; a wrong path such
+/// as /dev/zero stays harmless).
 #[cfg(feature = "tls")]
 fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
     use std::io::Read;
-    const MAX: u64 = 1 << 20;
+    const MAX: u64 = 4 << 20;
     let mut pem = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX + 1).read_to_end(&mut pem))
@@ -70,32 +71,42 @@ fn bad(path: &Path, problem: impl Into<String>) -> TlsError {
     }
 }
 
+/// The CA certificates of a PEM bundle, trusted instead of the public roots
+/// (etcd's `ca_file`, the updater's `[update] ca_file`). Anything but
+/// certificates in it is refused: a private key there is a mistake worth
+/// stopping for.
+#[cfg(feature = "tls")]
+pub fn ca_certs(path: &Path) -> Result<ureq::tls::RootCerts, TlsError> {
+    use ureq::tls::{PemItem, RootCerts, parse_pem};
+    let pem = read_pem(path)?;
+    let mut certs = Vec::new();
+    for item in parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {
+                return Err(bad(
+                    path,
+                    "holds a private key or another non-certificate block: it must hold only CA certificates",
+                ));
+            }
+            Err(e) => return Err(bad(path, format!("not valid PEM: {e}"))),
+        }
+    }
+    if certs.is_empty() {
+        return Err(bad(
+            path,
+            "holds no certificate (expected one or more -----BEGIN CERTIFICATE----- blocks)",
+        ));
+    }
+    Ok(RootCerts::new_with_certs(&certs))
+}
+
 #[cfg(feature = "tls")]
 fn tls_config(files: &TlsFiles) -> Result<ureq::tls::TlsConfig, TlsError> {
-    use ureq::tls::{ClientCert, PemItem, RootCerts, TlsConfig, parse_pem};
+    use ureq::tls::{ClientCert, PemItem, TlsConfig, parse_pem};
     let mut builder = TlsConfig::builder();
     if let Some(path) = &files.ca_file {
-        let pem = read_pem(path)?;
-        let mut certs = Vec::new();
-        for item in parse_pem(&pem) {
-            match item {
-                Ok(PemItem::Certificate(c)) => certs.push(c),
-                Ok(_) => {
-                    return Err(bad(
-                        path,
-                        "holds more than certificates: a CA file holds only the CA certificates",
-                    ));
-                }
-                Err(e) => return Err(bad(path, format!("not valid PEM: {e}"))),
-            }
-        }
-        if certs.is_empty() {
-            return Err(bad(
-                path,
-                "holds no certificate (expected -----BEGIN CERTIFICATE----- blocks)",
-            ));
-        }
-        builder = builder.root_certs(RootCerts::new_with_certs(&certs));
+        builder = builder.root_certs(ca_certs(path)?);
     }
     match (&files.cert_file, &files.key_file) {
         (None, None) => {}

@@ -104,6 +104,8 @@ pub use error::{EtcdError, FleetLockError, InvalidName, NodeIdError, TlsError};
 pub use etcd::{EtcdClient, EtcdConfig};
 pub use fleetlock::{DEFAULT_GROUP, FleetLockClient, FleetLockConfig};
 pub use http::TlsFiles;
+#[cfg(feature = "tls")]
+pub use http::ca_certs;
 pub use keys::validate_group;
 pub use node_id::{node_id, node_id_from_file};
 pub use outcome::{HaltThreshold, Outcome, OutcomeRecord, ReleaseReport, halted};

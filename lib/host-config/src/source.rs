@@ -90,13 +90,11 @@ mod testserver;
 pub use dmi::{Dmi, Platform};
 pub use signature::SignatureState;
 
-/// The kernel command-line key of the config URL (`cairn.config.url=`).
-pub const CMDLINE_URL: &str = "cairn.config.url";
-/// The fw_cfg name of a detached signature of the fw_cfg config.
-pub const FW_CFG_SIG_NAME: &str = "opt/cairn/config.sig";
-/// Written by cairn-config: one line, the signature state of the config
-/// (see [`SignatureState`]), read by `cairn-config status`.
-pub const RUN_CONFIG_SIGNATURE: &str = "run/cairn/config-signature";
+/// The contracts with the kernel command line, fw_cfg and /run, owned by
+/// disk-layout.
+pub use disk_layout::cmdline::CONFIG_URL as CMDLINE_URL;
+pub use disk_layout::host_config::FW_CFG_SIG_NAME;
+pub use disk_layout::run::CONFIG_SIGNATURE as RUN_CONFIG_SIGNATURE;
 /// A config, user data or signature bigger than this is refused (clouds cap
 /// user data at 16–256 KiB).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
