@@ -131,7 +131,7 @@ pub fn unit_text(app: &App, containers: Option<&Containers>) -> String {
     line("Documentation=man:systemd.service(5)");
     line("Wants=network-online.target");
     // cairn-config writes the image trust policy the pull checks.
-    line("After=network-online.target cairn-config.service");
+    line("After=network-online.target cairn-config.service cairn-config-network.service");
     line(&format!("PartOf={TARGET}"));
     line("RequiresMountsFor=/var/lib/cairn");
     line("");
@@ -415,7 +415,7 @@ mod tests {
 Description=Cairn app web (10.0.2.2:5000/test/web:1)
 Documentation=man:systemd.service(5)
 Wants=network-online.target
-After=network-online.target cairn-config.service
+After=network-online.target cairn-config.service cairn-config-network.service
 PartOf=cairn-apps.target
 RequiresMountsFor=/var/lib/cairn
 

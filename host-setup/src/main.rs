@@ -1,5 +1,7 @@
 //! Applies the host config at boot (`cairn-config` / `cairn-config apply`,
-//! run by cairn-config.service), shows the host's boot state
+//! run by cairn-config.service before the network; `apply --network`, run by
+//! cairn-config-network.service once it is up, when the config comes from
+//! the network), shows the host's boot state
 //! (`cairn-config status [--json]`) and validates a file
 //! (`cairn-config check FILE`).
 //!
@@ -25,6 +27,7 @@ use service_log as log;
 
 mod apply;
 mod converge;
+mod convert;
 mod managed;
 mod render;
 mod status;
@@ -32,8 +35,7 @@ mod status;
 use apply::System;
 use status::Status;
 
-const USAGE: &str =
-    "usage: cairn-config [apply] | status [--json] | check FILE | ensure-image [--insecure] IMAGE";
+const USAGE: &str = "usage: cairn-config [apply [--network]] | status [--json] | check FILE | convert [--out FILE] IGNITION.json|- | ensure-image [--insecure] IMAGE";
 
 fn write_run(rel: &str, text: &str, mode: u32) -> Result<(), durable_file::Error> {
     let p = Path::new("/").join(rel);
@@ -45,7 +47,19 @@ fn write_run(rel: &str, text: &str, mode: u32) -> Result<(), durable_file::Error
     durable_file::write(&p, text.as_bytes(), opts)
 }
 
-fn apply() -> ExitCode {
+/// Which run of the boot this is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// cairn-config.service: before the network, so logins, SSH and the
+    /// host name see the config. Hands over to the network pass when a
+    /// source that talks to the network would be asked.
+    Early,
+    /// cairn-config-network.service (`apply --network`): once the network
+    /// is up, only on boots the early pass handed over.
+    Network,
+}
+
+fn apply(pass: Pass) -> ExitCode {
     let root = Path::new("/");
     if let Err(e) = std::fs::create_dir_all(root.join(paths::DIR)) {
         log::err(&format!("cairn-config: cannot create /run/cairn: {e}"));
@@ -53,6 +67,11 @@ fn apply() -> ExitCode {
     // A re-run must not show the previous run's error.
     let _ = std::fs::remove_file(root.join(paths::CONFIG_ERROR));
     let sources = Sources::system();
+    if pass == Pass::Early
+        && let Some(why) = sources.network_reason()
+    {
+        return hand_over(&why);
+    }
     let loaded = sources.load();
     for skipped in &loaded.skipped {
         log::info(&format!("cairn-config: source {skipped}"));
@@ -143,6 +162,28 @@ fn apply() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The early pass leaves the config to cairn-config-network.service: the
+/// source is asked once the network is up. Until then what the last valid
+/// config set stays (the first boot: the image's defaults).
+fn hand_over(why: &str) -> ExitCode {
+    let line = format!(
+        "the host config comes from the network on this boot ({why}): cairn-config-network.service applies it once the network is up"
+    );
+    log::info(&format!("cairn-config: {line}"));
+    for (rel, text) in [
+        (paths::CONFIG_NEEDS_NETWORK, format!("{why}\n")),
+        (
+            paths::CONFIG_SOURCE,
+            format!("waiting for the network ({why})\n"),
+        ),
+    ] {
+        if let Err(e) = write_run(rel, &text, 0o644) {
+            log::err(&format!("cairn-config: cannot write /{rel}: {e}"));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// ExecStartPre of an app unit: the image is in cairn-run's store, or is
 /// imported from the OCI layout the builder preloaded into /usr, or pulled.
 /// Pulling or importing is left to cairn-run, so trust is checked where it
@@ -195,7 +236,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
-        [] | ["apply"] => apply(),
+        [] | ["apply"] => apply(Pass::Early),
+        ["apply", "--network"] => apply(Pass::Network),
         ["status"] => {
             print!("{}", Status::gather(Path::new("/")).to_text());
             ExitCode::SUCCESS
@@ -205,6 +247,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["check", file] => check(file),
+        ["convert", rest @ ..] => convert::main(rest),
         ["ensure-image", image] => ensure_image(image, false),
         ["ensure-image", "--insecure", image] => ensure_image(image, true),
         ["-h" | "--help"] => {

@@ -1,6 +1,20 @@
 //! Board configs: one TOML per board, optionally `extends` another. Each file is
 //! checked on its own first (so an unknown key or a bad type names its file),
 //! then the chain is merged and checked as a whole.
+//!
+//! # `[config]`: where hosts take their host config from
+//! - `sources = ["ec2", "oem"]`: the config sources cairn-config tries, in
+//!   order (the names of `host_config::source::Kind`; checked by its own
+//!   parser). Written to `/usr/lib/cairn/config-sources`; left out, every
+//!   source is tried in the default order and no file is written.
+//! - `require_signature = true` with `keys = ["keys/config.public", …]`:
+//!   hosts apply only configs signed by one of these keys (made with
+//!   `cairn-build keygen`, signed with `cairn-build sign-config`). The keys
+//!   are public key files, a relative path taken from the board file that
+//!   names it (as `[apps] preload`); they are written to
+//!   `/usr/lib/cairn/config-keys`. `require_signature = true` without keys,
+//!   and keys without `require_signature = true`, are errors: the key file
+//!   alone is what makes hosts require a signature, so the board says both.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -44,6 +58,78 @@ pub struct Board {
     /// preloads keep the seed (and so the image bytes) they had.
     #[serde(default, skip_serializing_if = "Apps::is_empty")]
     pub apps: Apps,
+    /// Left out when empty, for the same reason as `apps`.
+    #[serde(default, skip_serializing_if = "ConfigSection::is_empty")]
+    pub config: ConfigSection,
+}
+
+/// Where hosts of this board take their host config from (see the module
+/// docs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSection {
+    /// Source names in order; `None`: the default order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_signature: bool,
+    /// Public key files. After [`load`] the paths are absolute.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+}
+
+impl ConfigSection {
+    pub fn is_empty(&self) -> bool {
+        self == &ConfigSection::default()
+    }
+
+    /// The text of `/usr/lib/cairn/config-sources`, when the board lists sources.
+    pub fn sources_file(&self) -> Option<String> {
+        self.sources
+            .as_ref()
+            .map(|s| s.iter().map(|n| format!("{n}\n")).collect())
+    }
+
+    /// The text of `/usr/lib/cairn/config-keys` (one public key line each),
+    /// when the board requires signed configs.
+    pub fn keys_file(&self) -> Result<Option<String>, String> {
+        if !self.require_signature {
+            return Ok(None);
+        }
+        let mut text = String::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let key = release_manifest::PublicKey::load_public(k)
+                .map_err(|e| format!("config.keys[{i}] {k}: {e}"))?;
+            let line = key.to_line();
+            if !text.contains(&line) {
+                text += &line;
+            }
+        }
+        Ok(Some(text))
+    }
+
+    /// Checks the section as a whole (after the merge).
+    fn validate(&self) -> Result<(), String> {
+        if let Some(sources) = &self.sources {
+            if let Some(bad) = sources
+                .iter()
+                .find(|n| n.trim() != n.as_str() || n.is_empty() || n.contains(['\n', '#']))
+            {
+                return Err(format!("config.sources: {bad:?} is not a source name"));
+            }
+            host_config::source::parse_order(&sources.join("\n"))
+                .map_err(|e| format!("config.sources: {e}"))?;
+        }
+        match (self.require_signature, self.keys.is_empty()) {
+            (true, true) => Err(
+                "config.require_signature = true but config.keys is empty: list the public key files that sign host configs (e.g. keys = [\"keys/config.public\"], made by `cairn-build keygen`)".into(),
+            ),
+            (false, false) => Err(
+                "config.keys is set but config.require_signature is not true: set require_signature = true (the keys make hosts require a signature) or remove the keys".into(),
+            ),
+            _ => self.keys_file().map(|_| ()),
+        }
+    }
 }
 
 /// App images built into /usr (the base image ships none).
@@ -246,6 +332,17 @@ struct PartialFile {
     disk: Option<PartialDisk>,
     outputs: Option<PartialOutputs>,
     apps: Option<PartialApps>,
+    config: Option<PartialConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct PartialConfig {
+    sources: Option<Vec<String>>,
+    require_signature: Option<bool>,
+    keys: Option<Vec<String>>,
+    keys_add: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,6 +477,7 @@ pub fn load(path: &Path) -> Result<Board, BoardError> {
         })?;
         let mut table = parse_file(&p, &text)?;
         resolve_preloads(&p, &mut table)?;
+        resolve_config_keys(&p, &mut table)?;
         if let Some(parent) = table.get("extends").and_then(Value::as_str) {
             let dir = p.parent().unwrap_or(Path::new("."));
             next = Some(if parent.ends_with(".toml") {
@@ -437,6 +535,32 @@ fn resolve_preloads(path: &Path, table: &mut Table) -> Result<(), BoardError> {
             };
             let p = parse_preload(s, &base).map_err(invalid)?;
             *s = preload_spec(&p).map_err(invalid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the `[config] keys` of one file absolute (relative to that file),
+/// before the merge forgets which file named them.
+fn resolve_config_keys(path: &Path, table: &mut Table) -> Result<(), BoardError> {
+    let Some(Value::Table(config)) = table.get_mut("config") else {
+        return Ok(());
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = base.canonicalize().unwrap_or(base);
+    for key in ["keys", "keys_add"] {
+        let Some(Value::Array(list)) = config.get_mut(key) else {
+            continue;
+        };
+        for (i, v) in list.iter_mut().enumerate() {
+            let Value::String(s) = v else {
+                return Err(BoardError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("config.{key}[{i}] must be a string"),
+                });
+            };
+            let abs = base.join(s.as_str());
+            *s = abs.to_string_lossy().into_owned();
         }
     }
     Ok(())
@@ -578,6 +702,7 @@ impl Board {
             }
         }
         self.check_preloads()?;
+        self.config.validate()?;
         if self.outputs.formats.is_empty() {
             return Err("outputs.formats is empty: list \"raw\" and/or \"qcow2\"".into());
         }
@@ -860,6 +985,108 @@ mod tests {
             let e = load(&p).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains(needle), "{text:?}: {e}");
             assert!(e.contains("apps.toml"), "{e:?} should name the file");
+            assert!(!e.contains('\n'), "{e:?} should be one line");
+        }
+    }
+
+    fn config_board(dir: &Path, text: &str) -> PathBuf {
+        for f in ["base.toml", "qemu-x86_64.toml"] {
+            std::fs::copy(boards_dir().join(f), dir.join(f)).unwrap();
+        }
+        write(
+            dir,
+            "signed.toml",
+            &format!("extends = \"qemu-x86_64\"\n{text}"),
+        )
+    }
+
+    #[test]
+    fn config_section_parses_and_renders_the_board_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(d.join("keys")).unwrap();
+        let key = release_manifest::KeyPair::from_seed([5; 32]);
+        let (_, public) = key.write(d.join("keys"), "config").unwrap();
+        let p = config_board(
+            &d,
+            "[config]\nsources = [\"ec2\", \"oem\"]\nrequire_signature = true\nkeys = [\"keys/config.public\"]\n",
+        );
+        let b = load(&p).unwrap();
+        assert_eq!(b.config.keys, [public.to_string_lossy().into_owned()]);
+        assert_eq!(b.config.sources_file().as_deref(), Some("ec2\noem\n"));
+        assert_eq!(
+            b.config.keys_file().unwrap(),
+            Some(key.public().to_line()),
+            "one cairn-ed25519-public line, as host_config::source::signature::parse_keys reads"
+        );
+        let parsed =
+            host_config::source::signature::parse_keys(&b.config.keys_file().unwrap().unwrap());
+        assert_eq!(parsed, Ok(vec![key.public()]));
+        // An empty list: only the defaults, and the file says so.
+        let p = config_board(&d, "[config]\nsources = []\n");
+        assert_eq!(load(&p).unwrap().config.sources_file().as_deref(), Some(""));
+        // Without the section nothing is written and the seed is unchanged.
+        let plain = shipped("qemu-x86_64");
+        assert!(plain.config.is_empty());
+        assert_eq!(plain.config.sources_file(), None);
+        assert_eq!(plain.config.keys_file(), Ok(None));
+        assert!(!serde_json::to_string(&plain).unwrap().contains("config"));
+    }
+
+    #[test]
+    fn bad_config_sections_name_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = release_manifest::KeyPair::from_seed([6; 32]);
+        key.write(d, "k").unwrap();
+        let cases = [
+            (
+                "[config]\nsources = [\"ec3\"]\n",
+                "config.sources",
+                "unknown source \"ec3\"",
+            ),
+            (
+                "[config]\nsources = [\"oem\", \"oem\"]\n",
+                "config.sources",
+                "listed twice",
+            ),
+            (
+                "[config]\nsources = [\"oem\\nec2\"]\n",
+                "config.sources",
+                "not a source name",
+            ),
+            (
+                "[config]\nrequire_signature = true\n",
+                "config.require_signature",
+                "config.keys is empty",
+            ),
+            (
+                "[config]\nkeys = [\"k.public\"]\n",
+                "config.keys",
+                "require_signature is not true",
+            ),
+            (
+                "[config]\nrequire_signature = true\nkeys = [\"missing.public\"]\n",
+                "config.keys[0]",
+                "missing.public",
+            ),
+            (
+                "[config]\nrequire_signature = true\nkeys = [\"k.secret\"]\n",
+                "config.keys[0]",
+                "SECRET",
+            ),
+            (
+                "[config]\nrequire_signature = \"yes\"\n",
+                "require_signature",
+                "invalid type",
+            ),
+            ("[config]\nsource = []\n", "source", "unknown field"),
+        ];
+        for (text, key, needle) in cases {
+            let p = config_board(d, text);
+            let e = load(&p).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(needle), "{text:?}: {e}");
+            assert!(e.contains("signed.toml"), "{e:?} should name the file");
             assert!(!e.contains('\n'), "{e:?} should be one line");
         }
     }

@@ -510,6 +510,15 @@ fn write_release(
         release_manifest::DEFAULT_CHUNK_SIZE,
         Some(usr.verity.into()),
     )?;
+    // Beside the full chunks, never instead of them: a host whose active
+    // slot does not help (or an agent that predates deltas) fetches those.
+    let delta = block_delta::add_to_release(
+        &mut writer,
+        "usr",
+        &usr.path,
+        release_manifest::DEFAULT_ZSTD_LEVEL,
+    )
+    .context("writing the block index of /usr for delta updates")?;
     for (name, data) in &boot.slot_files {
         writer.add_image(name, &data[..], release_manifest::DEFAULT_CHUNK_SIZE, None)?;
     }
@@ -524,7 +533,13 @@ fn write_release(
         },
         std::slice::from_ref(&inputs.key),
     )?;
-    step.done("");
+    step.done(&format!(
+        "/usr block index {} KiB ({} of {} blocks distinct, {}-byte digests)",
+        delta.index_bytes >> 10,
+        delta.unique_blocks,
+        delta.blocks,
+        delta.digest_len
+    ));
     Ok(())
 }
 

@@ -28,8 +28,22 @@ pub fn erofs(src: &Path, out: &Path, uuid: Guid, epoch: u64) -> Result<()> {
 /// One entry of an ext4 skeleton.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    Dir { path: String, mode: u32 },
-    Symlink { path: String, target: String },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    /// A regular file copied from `source`, owned by root, every timestamp
+    /// `epoch`. `path` has safe characters only (no spaces or quotes: it goes
+    /// into a debugfs script); its directory is made by an earlier `Dir`.
+    File {
+        path: String,
+        mode: u32,
+        source: std::path::PathBuf,
+    },
 }
 
 /// An ext4 image of `size_mib` holding `nodes`, identical for identical inputs:
@@ -70,6 +84,20 @@ pub fn ext4(
                 );
             }
             Node::Symlink { path, target } => script += &format!("symlink {path} {target}\n"),
+            Node::File { path, mode, source } => {
+                // debugfs `write` makes its entry in the current directory
+                // and stamps the host clock: cd there, then fix every field.
+                let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+                script += &format!(
+                    "cd /{dir}\nwrite {} {name}\ncd /\nset_inode_field /{path} mode 0{:o}\n\
+                     set_inode_field /{path} uid 0\nset_inode_field /{path} gid 0\n",
+                    source.display(),
+                    0o100000 | mode
+                );
+                for field in ["atime", "mtime", "ctime", "crtime"] {
+                    script += &format!("set_inode_field /{path} {field} @{epoch}\n");
+                }
+            }
         }
     }
     let mut child = Command::new("debugfs")

@@ -5,8 +5,11 @@ mod build;
 mod derive;
 mod disk;
 mod fsimage;
+mod install;
+mod oem;
 mod progress;
 mod rootfs;
+mod sign;
 mod stage;
 mod tools;
 
@@ -112,6 +115,72 @@ enum Cmd {
     },
     /// List the boards in board-configs/.
     Boards,
+    /// Sign a host config for boards with `[config] require_signature`:
+    /// writes FILE.sig (detached; placed beside the config) or, with
+    /// --embedded, FILE.signed (the config with a last `# cairn-signature:`
+    /// line, for cloud user data).
+    SignConfig {
+        /// The host config (TOML); it is checked before it is signed.
+        config: PathBuf,
+        /// Secret key (from `cairn-build keygen`) whose public key the board lists.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Sign with the development key from the source tree (tests only).
+        #[arg(long)]
+        dev_key: bool,
+        /// Write the config with its signature as the last line instead.
+        #[arg(long)]
+        embedded: bool,
+    },
+    /// Put the host config and files on the OEM partition of a disk image
+    /// (raw or qcow2), in place, without root or a loop mount.
+    Oem {
+        /// disk.raw or disk.qcow2 (told apart by content).
+        #[arg(long)]
+        image: PathBuf,
+        #[command(flatten)]
+        content: OemArgs,
+    },
+    /// Write a disk image to a disk, verify it, and place the host config.
+    Install {
+        /// disk.raw, disk.qcow2 or a `build` output folder.
+        #[arg(long)]
+        image: PathBuf,
+        /// The whole disk (/dev/sdX, /dev/nvme0n1) or a file.
+        #[arg(long)]
+        device: PathBuf,
+        #[command(flatten)]
+        content: OemArgs,
+        /// Overwrite a device that holds a partition table or a filesystem.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// What goes on the OEM partition.
+#[derive(clap::Args)]
+struct OemArgs {
+    /// The host config, placed as config.toml (checked first: a bad one writes nothing).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Its detached signature (from `sign-config`), placed as config.toml.sig;
+    /// default: CONFIG.sig when that file exists.
+    #[arg(long)]
+    sig: Option<PathBuf>,
+    /// Another file: SRC:DEST, DEST a path inside the OEM partition
+    /// (/oem/DEST on the host); repeatable.
+    #[arg(long = "file", value_name = "SRC:DEST")]
+    files: Vec<String>,
+}
+
+impl OemArgs {
+    fn read(&self) -> Result<oem::Inputs> {
+        let sig = self.sig.clone().or_else(|| {
+            let beside = sign::output_path(self.config.as_deref()?, sign::Form::Detached);
+            beside.is_file().then_some(beside)
+        });
+        oem::Inputs::read(self.config.as_deref(), sig.as_deref(), &self.files)
+    }
 }
 
 #[derive(Subcommand)]
@@ -463,6 +532,68 @@ fn run(cli: Cli) -> Result<()> {
                 "resumed {version} on channel {channel} (channel version {}); {}",
                 ch.version,
                 rollout_note(&ch, &version, at)
+            );
+            Ok(())
+        }
+        Cmd::SignConfig {
+            config,
+            key,
+            dev_key,
+            embedded,
+        } => {
+            let key = match (key, dev_key) {
+                (Some(_), true) => anyhow::bail!("give either --key or --dev-key, not both"),
+                (Some(path), false) => release_manifest::KeyPair::load_secret(path)?,
+                (None, true) => sign::dev_key()?,
+                (None, false) => anyhow::bail!(
+                    "sign-config needs --key SECRET: the secret key whose public key the board's [config] keys lists (make one with `cairn-build keygen --out keys/ --name config`)"
+                ),
+            };
+            let form = if embedded {
+                sign::Form::Embedded
+            } else {
+                sign::Form::Detached
+            };
+            let out = sign::sign_file(&config, &key, form)?;
+            println!(
+                "signed {} with key {} -> {}",
+                config.display(),
+                key.key_id(),
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Oem { image, content } => {
+            let inputs = content.read()?;
+            let w = oem::oem_command(&image, &inputs)?;
+            println!(
+                "{}: OEM partition ({} MiB at byte {}, filesystem {}) now holds {} ({} bytes changed)",
+                image.display(),
+                w.part.size >> 20,
+                w.part.offset,
+                w.ids.uuid,
+                oem::describe(&oem::plan(&inputs).map_err(anyhow::Error::msg)?),
+                w.changed
+            );
+            Ok(())
+        }
+        Cmd::Install {
+            image,
+            device,
+            content,
+            force,
+        } => {
+            let opts = install::Options {
+                image,
+                device,
+                inputs: content.read()?,
+                force,
+            };
+            let plan = install::install(&opts, &mut |line| eprintln!("{line}"))?;
+            println!(
+                "installed {} on {}",
+                opts.image.display(),
+                plan.target.path.display()
             );
             Ok(())
         }

@@ -8,7 +8,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::tools::run;
-use cairn_build::board::{Board, PRELOAD_DIR, Preload, preload_name};
+use cairn_build::board::{Board, ConfigSection, PRELOAD_DIR, Preload, preload_name};
+use disk_layout::board_files::{CONFIG_KEYS, CONFIG_SOURCES};
 
 pub struct Staged {
     pub kver: String,
@@ -62,6 +63,8 @@ pub fn customize(root: &Path, board: &Board, files: &CairnFiles) -> Result<Stage
     let (modules_kept, modules_removed) = prune_modules(root, &kver, board)?;
     configure_etc(root, board, files)?;
     install_cairn_files(root, files)?;
+    config_files(root, &board.config)
+        .with_context(|| format!("board {}: [config]", board.board.name))?;
     let preloads = board
         .preloads()
         .map_err(|m| anyhow::anyhow!("board {}: {m}", board.board.name))?;
@@ -235,6 +238,21 @@ fn install_cairn_files(root: &Path, files: &CairnFiles) -> Result<()> {
     apply_masks(root, &files.units_dir.join("usr/share/cairn/masked-units"))
 }
 
+/// The board's `[config]` as cairn-config reads it from /usr: the source
+/// list and the keys that must sign host configs. Nothing is written for
+/// what the board leaves out (cairn-config's defaults apply).
+pub fn config_files(root: &Path, config: &ConfigSection) -> Result<()> {
+    let keys = config.keys_file().map_err(anyhow::Error::msg)?;
+    for (rel, text) in [(CONFIG_SOURCES, config.sources_file()), (CONFIG_KEYS, keys)] {
+        let Some(text) = text else { continue };
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap_or(root))
+            .with_context(|| format!("cannot create the folder of {}", p.display()))?;
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
+
 /// Copies each preloaded OCI layout to /usr/share/cairn/images/<image>/
 /// (`:` written as `+`),
 /// inside the verity-protected /usr: an app's first start imports it from
@@ -345,6 +363,46 @@ fn top_symlinks(root: &Path) -> Result<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_section_lands_where_cairn_config_reads_it() -> Result<()> {
+        let d = tempfile::tempdir()?;
+        let key = release_manifest::KeyPair::from_seed([9; 32]);
+        let (_, public) = key.write(d.path(), "config")?;
+        let config = ConfigSection {
+            sources: Some(vec!["oem".into(), "ec2".into()]),
+            require_signature: true,
+            keys: vec![public.to_string_lossy().into_owned()],
+        };
+        let root = d.path().join("root");
+        config_files(&root, &config)?;
+        // Read back through host_config's own readers of these files.
+        let sources = host_config::source::Sources::at(&root);
+        assert_eq!(
+            sources.order().map_err(anyhow::Error::msg)?,
+            [
+                host_config::source::Kind::Oem,
+                host_config::source::Kind::Ec2
+            ]
+        );
+        let keys = std::fs::read_to_string(root.join(CONFIG_KEYS))?;
+        assert_eq!(
+            host_config::source::signature::parse_keys(&keys),
+            Ok(vec![key.public()])
+        );
+
+        // A board without the section writes nothing: every source, no signature.
+        let bare = d.path().join("bare");
+        config_files(&bare, &ConfigSection::default())?;
+        assert!(!bare.join(CONFIG_SOURCES).exists() && !bare.join(CONFIG_KEYS).exists());
+        assert_eq!(
+            host_config::source::Sources::at(&bare)
+                .order()
+                .map_err(anyhow::Error::msg)?,
+            host_config::source::Kind::DEFAULT_ORDER
+        );
+        Ok(())
+    }
 
     #[test]
     fn preloads_land_under_their_image_name_in_usr() -> Result<()> {

@@ -568,3 +568,251 @@ fn bad_input_gets_one_line_that_says_what_to_do() {
         assert!(!dir.path().join("out/build-info.json").exists());
     }
 }
+
+/// `cairn-build <args>`: (success, stdout, stderr).
+fn cairn_build(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn-build"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A host config signed with a fresh key: (dir, host.toml, the key's public line).
+fn signed_config(dir: &Path) -> (PathBuf, String) {
+    let config = dir.join("host.toml");
+    std::fs::write(&config, "hostname = \"provisioned\"\n").unwrap();
+    let (ok, _, err) = cairn_build(&[
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        dir.as_os_str(),
+        "--name".as_ref(),
+        "config".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cairn_build(&[
+        "sign-config".as_ref(),
+        "--key".as_ref(),
+        dir.join("config.secret").as_os_str(),
+        config.as_os_str(),
+    ]);
+    assert!(ok && out.contains("host.toml.sig"), "{out}{err}");
+    let public = std::fs::read_to_string(dir.join("config.public")).unwrap();
+    (config, public)
+}
+
+/// The OEM partition (number 4) of a disk laid out as `b`, checked by
+/// e2fsck and read back with debugfs into a scratch root as a host sees it
+/// (/oem), with the board's keys in /usr: host_config's loader must verify
+/// and apply it.
+fn check_oem(b: &Built, disk: &Path, public: &str, scratch: &Path) {
+    let (offset, size) = b.part(4);
+    let oem = scratch.join("oem.img");
+    copy_range(disk, offset, size, &oem);
+    let (ok, text) = run(Command::new("e2fsck").arg("-fn").arg(&oem));
+    assert!(ok, "e2fsck -fn OEM:\n{text}");
+    let root = scratch.join("root");
+    std::fs::create_dir_all(root.join("oem")).unwrap();
+    for name in ["config.toml", "config.toml.sig"] {
+        let out = Command::new("debugfs")
+            .args(["-R", &format!("cat /{name}")])
+            .arg(&oem)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        std::fs::write(root.join("oem").join(name), &out.stdout).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(root.join("oem/config.toml")).unwrap(),
+        "hostname = \"provisioned\"\n"
+    );
+    let keys = root.join(disk_layout::board_files::CONFIG_KEYS);
+    std::fs::create_dir_all(keys.parent().unwrap()).unwrap();
+    std::fs::write(&keys, public).unwrap();
+    std::fs::write(root.join(disk_layout::board_files::CONFIG_SOURCES), "oem\n").unwrap();
+    let loaded = host_config::source::Sources::at(&root).load();
+    assert!(
+        matches!(
+            loaded.signature,
+            host_config::source::SignatureState::Verified { .. }
+        ),
+        "{:?}",
+        loaded.signature
+    );
+    assert_eq!(
+        loaded.config.unwrap().hostname.as_deref(),
+        Some("provisioned")
+    );
+}
+
+/// The checks of an installed disk: a clean GPT with the backup at the
+/// end, and systemd-repart (with the image's own definitions) growing ROOT
+/// into the rest, as it does on first boot.
+fn check_installed(disk: &Path) {
+    let (ok, text) = run(Command::new("sgdisk").arg("-v").arg(disk));
+    assert!(
+        ok && text.contains("No problems found"),
+        "sgdisk -v:\n{text}"
+    );
+    let defs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd-units/usr/lib/repart.d");
+    let (_, text) = run(Command::new("systemd-repart")
+        .args(["--dry-run=yes", "--no-pager"])
+        .arg(format!("--definitions={}", defs.display()))
+        .arg(disk));
+    let root = text
+        .lines()
+        .find(|l| l.contains("ROOT") && l.contains("50-cairn-root.conf"))
+        .unwrap_or_else(|| panic!("systemd-repart did not match ROOT:\n{text}"));
+    assert!(root.contains("1.0G → 1.5G"), "ROOT does not grow: {root}");
+}
+
+#[test]
+fn oem_personalises_raw_and_qcow2_images_reproducibly() {
+    let Some(b) = x86() else { return };
+    let dir = tempfile::tempdir_in(tmp()).unwrap();
+    let d = dir.path();
+    let (config, public) = signed_config(d);
+    let raw = d.join("disk.raw");
+    let qcow2 = d.join("disk.qcow2");
+    for (src, dst) in [(b.disk(), &raw), (b.dir.join("disk.qcow2"), &qcow2)] {
+        let (ok, text) = run(Command::new("cp").arg("--sparse=always").arg(src).arg(dst));
+        assert!(ok, "{text}");
+    }
+    let oem = |image: &Path| {
+        let (ok, out, err) = cairn_build(&[
+            "oem".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ]);
+        assert!(ok, "oem {}: {err}", image.display());
+        out
+    };
+    let out = oem(&raw);
+    assert!(
+        out.contains("config.toml.sig"),
+        "the signature beside the config is placed: {out}"
+    );
+    check_oem(b, &raw, &public, d);
+    let first = std::fs::read(&raw).unwrap();
+    oem(&raw);
+    assert!(
+        std::fs::read(&raw).unwrap() == first,
+        "oem twice gave other bytes"
+    );
+
+    oem(&qcow2);
+    let back = d.join("back.raw");
+    let (ok, text) = run(Command::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .arg(&qcow2)
+        .arg(&back));
+    assert!(ok, "{text}");
+    check_oem(b, &back, &public, d);
+    assert!(
+        std::fs::read(&back).unwrap() == first,
+        "qcow2 and raw personalised differently"
+    );
+    let (ok, text) = run(Command::new("sgdisk").arg("-v").arg(&back));
+    assert!(ok && text.contains("No problems found"), "{text}");
+
+    // A bad config: one line, the image untouched.
+    std::fs::write(d.join("bad.toml"), "hostname = 7\n").unwrap();
+    let (ok, _, err) = cairn_build(&[
+        "oem".as_ref(),
+        "--image".as_ref(),
+        raw.as_os_str(),
+        "--config".as_ref(),
+        d.join("bad.toml").as_os_str(),
+    ]);
+    assert!(
+        !ok && err.contains("hostname") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(std::fs::read(&raw).unwrap() == first);
+}
+
+#[test]
+fn install_writes_verifies_and_refuses_a_used_disk() {
+    let Some(b) = x86() else { return };
+    let dir = tempfile::tempdir_in(tmp()).unwrap();
+    let d = dir.path();
+    let (config, public) = signed_config(d);
+    let image_bytes = std::fs::metadata(b.disk()).unwrap().len();
+    let install = |device: &Path, image: &Path, force: bool| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "install".as_ref(),
+            "--image".as_ref(),
+            image.as_os_str(),
+            "--device".as_ref(),
+            device.as_os_str(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ];
+        if force {
+            args.push("--force".as_ref());
+        }
+        cairn_build(&args)
+    };
+
+    // A file larger than the image, from the build folder.
+    let file = d.join("disk-file");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(image_bytes + (512 << 20))
+        .unwrap();
+    let (ok, _, err) = install(&file, &b.dir, false);
+    assert!(ok, "install onto a file: {err}");
+    assert!(
+        err.contains("install plan:") && err.contains("wrote and verified"),
+        "{err}"
+    );
+    check_installed(&file);
+    check_oem(b, &file, &public, d);
+    let (ok, _, err) = install(&file, &b.dir, false);
+    assert!(!ok, "a disk holding a GPT was overwritten without --force");
+    assert!(
+        err.contains(
+            "it holds a GPT with 5 partitions (ESP, USR-A, USR-B, OEM, ROOT); pass --force"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    drop(std::fs::remove_file(&file));
+
+    // A loop device, from the qcow2.
+    let backing = d.join("loop-backing");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(image_bytes + (512 << 20))
+        .unwrap();
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&backing)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    struct Detach(PathBuf);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+        }
+    }
+    let _detach = Detach(dev.clone());
+    let (ok, _, err) = install(&dev, &b.dir.join("disk.qcow2"), false);
+    assert!(ok, "install onto {}: {err}", dev.display());
+    check_installed(&dev);
+    check_oem(b, &dev, &public, d);
+    let (ok, _, err) = install(&dev, &b.disk(), false);
+    assert!(!ok && err.contains("pass --force"), "{err}");
+}

@@ -12,6 +12,7 @@ pub mod host;
 mod pattern;
 pub mod prep;
 mod qmp;
+pub mod relay;
 pub mod runner;
 pub mod scenarios;
 pub mod shell;

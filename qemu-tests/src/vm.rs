@@ -58,6 +58,9 @@ pub struct VmSpec {
     /// User-mode networking on a virtio NIC; the guest reaches the host's
     /// loopback as `HOST_ADDR_FROM_GUEST`.
     pub network: bool,
+    /// More options of that user network (`net=`, `guestfwd=`), each as
+    /// qemu spells it.
+    pub net_options: Vec<String>,
     pub hostfwd: Vec<HostFwd>,
     /// A virtio RNG, so early boot never waits for entropy.
     pub rng: bool,
@@ -82,6 +85,7 @@ impl VmSpec {
             firmware: Firmware::default_for(arch),
             fw_cfg_config: None,
             network: true,
+            net_options: Vec::new(),
             hostfwd: Vec::new(),
             rng: true,
             on_reboot: OnReboot::PowerCycle,
@@ -247,6 +251,10 @@ pub(crate) fn qemu_args(
     ]);
     if spec.network {
         let mut netdev = "user,id=n0".to_string();
+        for o in &spec.net_options {
+            netdev.push(',');
+            netdev.push_str(o);
+        }
         for f in fwd {
             netdev.push_str(&format!(
                 ",hostfwd=tcp:127.0.0.1:{}-:{}",

@@ -85,6 +85,8 @@ pub struct Agent {
     pub ignore_wave: bool,
     /// Test hook: stop (as if killed) after writing this many chunks in one run.
     pub stop_after_chunks: Option<u64>,
+    /// Never a delta: download the whole usr image (`cairnctl update --full`).
+    pub full_download: bool,
     /// `[update] reboot`.
     pub reboot: RebootStrategy,
     /// This host in its fleet group, with `reboot = "etcd-lock"` or
@@ -256,6 +258,56 @@ impl Agent {
             .state
             .progress()?
             .is_some_and(|p| p.phase == Phase::Ready && p.slot != self.host.booted_slot.letter()))
+    }
+
+    /// Why the staged update must not be booted, if its rollout was halted
+    /// after it was installed: by the fleet's outcomes (etcd-lock) or by
+    /// the publisher (signed in the channel). `Ok(None)` also when neither
+    /// can be asked now (etcd or the repository down): the staged release
+    /// was chosen and verified, and a halt is honoured at the next look.
+    pub fn staged_halt(&self) -> Result<Option<(String, String)>, Error> {
+        let Some(p) = self.state.progress()? else {
+            return Ok(None);
+        };
+        if p.phase != Phase::Ready || p.slot == self.host.booted_slot.letter() {
+            return Ok(None);
+        }
+        let version = p.version.to_string();
+        if let Err(Error::Halted { detail, .. }) = self.halt_gate(&p.version) {
+            return Ok(Some((version, detail)));
+        }
+        let Ok(check) = self.check_with(true) else {
+            return Ok(None);
+        };
+        Ok(check
+            .decision
+            .skipped
+            .into_iter()
+            .find_map(|s| match s.skip {
+                plan::Skip::Halted { .. } if s.version == version => {
+                    Some((version.clone(), s.skip.describe()))
+                }
+                _ => None,
+            }))
+    }
+
+    /// Takes back a staged update whose rollout was halted: its slot goes
+    /// back to (0,0,0), so no reboot (planned or not) boots it, and the
+    /// pending update is forgotten. Not marked failed: once the release is
+    /// resumed the next check installs it again.
+    pub fn unstage(&self, version: &str, why: &str) -> Result<String, Error> {
+        let slot = self.inactive();
+        self.target
+            .update_attrs(|_| Ok(vec![(slot, Attrs::new(0, 0, false))]))?;
+        self.state.set_progress(None)?;
+        let line = format!(
+            "not rebooting into {version}: {why}; slot {} no longer boots next",
+            slot.letter()
+        );
+        let mut history = self.state.history()?;
+        history.push(self.event("unstaged", version, slot, line.clone()));
+        self.state.set_history(&history)?;
+        Ok(line)
     }
 
     /// K, the boots a committed slot may die in a row before the boot
@@ -495,7 +547,7 @@ impl Agent {
 
     /// Fetches the manifest of `entry`: pinned size and hash, build signature,
     /// same board/arch/version, not expired.
-    fn fetch_manifest(&self, entry: &ReleaseEntry) -> Result<Manifest, Error> {
+    pub(crate) fn fetch_manifest(&self, entry: &ReleaseEntry) -> Result<Manifest, Error> {
         // max = the pinned size: one byte more is refused as endless data.
         let doc = self.http.get(&entry.manifest, entry.manifest_size, None)?;
         let sig = self
@@ -596,8 +648,14 @@ impl Agent {
             outcome.already_installed = true;
             return Ok(outcome);
         }
-        let progress =
-            self.write_usr_slot(entry, usr, &verity, previous.as_ref(), &mut outcome, report)?;
+        let progress = self.write_usr_slot(
+            entry,
+            &manifest,
+            &verity,
+            previous.as_ref(),
+            &mut outcome,
+            report,
+        )?;
         self.install_boot_files(entry, &manifest, &verity, slot, report)?;
         self.flip_and_record(entry, progress, usr.chunks.len(), report)?;
         outcome.bytes_downloaded = self.http.received() - received0;
@@ -612,12 +670,16 @@ impl Agent {
     fn write_usr_slot(
         &self,
         entry: &ReleaseEntry,
-        usr: &release_manifest::Image,
+        manifest: &Manifest,
         verity: &release_manifest::Verity,
         previous: Option<&Progress>,
         outcome: &mut ApplyOutcome,
         report: &mut dyn FnMut(Event),
     ) -> Result<Progress, Error> {
+        let usr = manifest.image("usr").map_err(|source| Error::Release {
+            what: entry.manifest.clone(),
+            cause: source,
+        })?;
         let (slot, booted) = (self.inactive(), self.host.booted_slot);
         let manifest_sha256 = Hex32(entry.manifest_sha256.0);
         let writer = self.target.open_slot_for_write(slot, booted)?;
@@ -662,24 +724,41 @@ impl Agent {
             slot.letter(),
             usr.chunks.len()
         )));
+        // A delta only for a fresh write: an interrupted full download
+        // resumes as one. After a delta the pipeline only reads back and
+        // verifies (start = every chunk); if that fails, the full download
+        // rewrites the slot from chunk 0.
+        let total = usr.chunks.len() as u64;
+        let delta = start == 0
+            && !self.full_download
+            && self.write_usr_delta(manifest, usr, &writer, report);
         // See `pipeline` for what is checked where.
-        let job = UsrJob {
+        let mut job = UsrJob {
             http: &self.http,
             image: usr,
             verity: verity.to_info(),
-            start,
+            start: if delta { total } else { start },
             stop_after: self.stop_after_chunks,
             slot: slot.letter(),
         };
-        let written = pipeline::write_usr(
-            &job,
-            &writer,
-            &mut |through| {
-                progress.chunks_verified = through;
-                self.state.set_progress(Some(&progress))
-            },
-            report,
-        );
+        let mut durable = |through| {
+            progress.chunks_verified = through;
+            self.state.set_progress(Some(&progress))
+        };
+        let mut written = pipeline::write_usr(&job, &writer, &mut durable, report);
+        if delta {
+            written = match written {
+                Ok(()) => durable(total),
+                Err(Error::ReadBack(why)) => {
+                    report(Event::Phase(format!(
+                        "delta: the slot does not verify ({why}); downloading the full image"
+                    )));
+                    job.start = 0;
+                    pipeline::write_usr(&job, &writer, &mut durable, report)
+                }
+                Err(e) => Err(e),
+            };
+        }
         if let Err(e) = written {
             if matches!(e, Error::ReadBack(_)) {
                 // Start over next time: the recorded chunks are not what is on disk.
@@ -689,6 +768,54 @@ impl Agent {
             return Err(e);
         }
         Ok(progress)
+    }
+
+    /// Writes /usr to the slot as a delta (`delta`) when the release has a
+    /// block index, the active slot verifies and the plan is worth it; false
+    /// (nothing promised about the slot's content) otherwise.
+    fn write_usr_delta(
+        &self,
+        manifest: &Manifest,
+        usr: &release_manifest::Image,
+        writer: &crate::target::SlotWriter,
+        report: &mut dyn FnMut(Event),
+    ) -> bool {
+        use crate::delta;
+        let active = self.target.slot_path(self.host.booted_slot).to_path_buf();
+        // Ok(Ok(done)): written; Ok(Err(why)): not attempted.
+        let run = |report: &mut dyn FnMut(Event)| -> Result<Result<String, String>, Error> {
+            let verity = delta::booted_verity(&delta::proc_cmdline()).map_err(Error::Host)?;
+            report(Event::Phase(
+                "delta: planning against the active slot".into(),
+            ));
+            let Some(p) = delta::prepare(&self.http, manifest, usr, &active, verity.as_ref())?
+            else {
+                return Ok(Err("the release has no block index".into()));
+            };
+            if !p.worth_it() {
+                return Ok(Err(format!(
+                    "a delta would fetch {} of the {} bytes",
+                    p.plan.download, p.full_bytes
+                )));
+            }
+            let w = delta::write(&self.http, &p, &active, writer, report)?;
+            Ok(Ok(format!(
+                "{} blocks copied, {} fetched in {} requests ({} bytes + {} of index; full image {} bytes)",
+                w.copied, w.fetched, w.requests, w.bytes, p.index_bytes, p.full_bytes
+            )))
+        };
+        let why = match run(report) {
+            Ok(Ok(done)) => {
+                report(Event::Phase(format!("delta: {done}")));
+                return true;
+            }
+            Ok(Err(why)) => why,
+            Err(e) => e.to_string(),
+        };
+        report(Event::Phase(format!(
+            "no delta ({why}); downloading the full image"
+        )));
+        false
     }
 
     /// The slot's kernel, initrd, command line and signature: fetched,
@@ -901,6 +1028,15 @@ impl Agent {
             ),
         ));
         self.state.set_history(&history)?;
+        // A fleet counts an operator's rollback like the health gate's.
+        self.note_outcome(
+            left.as_str(),
+            fleet_lock::Outcome::RolledBack,
+            &format!(
+                "rolled back by an operator (cairnctl rollback) from slot {}",
+                booted.letter()
+            ),
+        )?;
         Ok(format!(
             "slot {} boots next; reboot to roll back",
             other.letter()

@@ -11,7 +11,10 @@
 //!    [`TRIAL_POLL`](crate::reboot::TRIAL_POLL) seconds;
 //! 3. installs what the plan chooses, unless the fleet halted that release
 //!    (etcd-lock; one line, nothing recorded, shown by `cairnctl status`);
-//! 4. for a staged update: inside the windows, with the slot when a lock
+//! 4. for an update staged in an earlier cycle whose rollout was halted
+//!    since (by the fleet's outcomes or by the publisher): takes it back
+//!    (its slot to (0,0,0)) and does not reboot;
+//! 5. for a staged update: inside the windows, with the slot when a lock
 //!    strategy is set, reboots; else returns when to look again: the next
 //!    retry for a slot (back-off with jitter seeded from the node id), the
 //!    next window opening, or the next check, whichever comes first.
@@ -247,6 +250,17 @@ impl Cycle {
                 }
             }
         }
+        // Staged earlier: a halt since then (fleet or publisher) takes the
+        // update back instead of booting it.
+        if staged && let Some(line) = self.unstage_if_halted(agent, env)? {
+            if inputs.holds_slot == Some(true) {
+                self.release(env);
+            }
+            return Ok(Next {
+                status: line,
+                wake_at: next_check,
+            });
+        }
         // Staged: the reboot, as the strategy, the windows and the slot say.
         for _ in 0..4 {
             match decide(&inputs) {
@@ -283,6 +297,22 @@ impl Cycle {
             }
         }
         Ok(unreachable_next(next_check))
+    }
+
+    /// Takes back a staged update whose rollout was halted; the line said.
+    fn unstage_if_halted(
+        &mut self,
+        agent: &crate::Agent,
+        env: &mut dyn Env,
+    ) -> Result<Option<String>> {
+        let Some((version, why)) = agent.staged_halt()? else {
+            return Ok(None);
+        };
+        let line = agent
+            .unstage(&version, &why)
+            .with_context(|| format!("taking back the staged update to {version}"))?;
+        env.log(4, &line);
+        Ok(Some(line))
     }
 
     /// Whether this host holds a slot, keeping an etcd slot's lease renewed

@@ -324,6 +324,7 @@ pub fn agent(
         clock: Some(NOW),
         ignore_wave: false,
         stop_after_chunks: None,
+        full_download: false,
         reboot: crate::config::RebootStrategy::Immediate,
         fleet: None,
     }
@@ -588,6 +589,7 @@ fn serve(stream: TcpStream, root: &Path, f: &Faults) -> std::io::Result<()> {
     reader.read_line(&mut line)?;
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     let mut range = None;
+    let mut range_end = None;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
@@ -596,11 +598,12 @@ fn serve(stream: TcpStream, root: &Path, f: &Faults) -> std::io::Result<()> {
         if let Some((k, v)) = h.split_once(':')
             && k.eq_ignore_ascii_case("range")
         {
-            range = v
+            let spec = v
                 .trim()
                 .strip_prefix("bytes=")
-                .and_then(|r| r.strip_suffix('-'))
-                .and_then(|s| s.parse::<u64>().ok());
+                .and_then(|r| r.split_once('-'));
+            range = spec.and_then(|(a, _)| a.parse::<u64>().ok());
+            range_end = spec.and_then(|(_, b)| b.parse::<u64>().ok());
         }
     }
     if let Ok(mut log) = f.log.lock() {
@@ -640,13 +643,17 @@ fn serve(stream: TcpStream, root: &Path, f: &Faults) -> std::io::Result<()> {
         Some(s) if s < total => ("206 Partial Content", s),
         _ => ("200 OK", 0),
     };
-    let part = &body[start as usize..];
+    let end = match (range, range_end) {
+        (Some(s), Some(e)) if s < total => (e + 1).min(total),
+        _ => total,
+    };
+    let part = &body[start as usize..end as usize];
     let mut head = format!(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\nAccept-Ranges: bytes\r\n",
         part.len()
     );
-    if start > 0 {
-        head += &format!("Content-Range: bytes {start}-{}/{total}\r\n", total - 1);
+    if range.is_some_and(|s| s < total) {
+        head += &format!("Content-Range: bytes {start}-{}/{total}\r\n", end - 1);
     }
     head += "\r\n";
     out.write_all(head.as_bytes())?;

@@ -421,7 +421,7 @@ impl Coordinator {
         let Backend::Etcd { rollout, .. } = &self.backend else {
             return Ok(());
         };
-        let report = rollout.report(version.as_str(), self.threshold).map_err(|e| {
+        let report = rollout.halt_check(version.as_str(), self.threshold).map_err(|e| {
             Error::Fleet(format!(
                 "reading the rollout outcomes of {version} in group {}: {e}; not installing it until etcd answers",
                 self.group

@@ -272,6 +272,30 @@ impl Http {
         exact: Option<u64>,
         buf: &mut Vec<u8>,
     ) -> Result<(), FetchError> {
+        self.fetch(path, max, exact, None, buf)
+    }
+
+    /// Bytes `[start, start + len)` of `path` into `buf` (cleared first), by
+    /// a Range request, resumed like [`Http::get`]. A server that answers
+    /// with the whole file (200) is refused: the caller wanted a few KiB.
+    pub fn get_range(
+        &self,
+        path: &str,
+        start: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), FetchError> {
+        self.fetch(path, len, Some(len), Some(start), buf)
+    }
+
+    fn fetch(
+        &self,
+        path: &str,
+        max: u64,
+        exact: Option<u64>,
+        base: Option<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), FetchError> {
         let url = self.url(path);
         let max = exact.unwrap_or(max);
         buf.clear();
@@ -280,7 +304,7 @@ impl Http {
             if attempt > 1 {
                 std::thread::sleep(self.opts.retry_pause);
             }
-            match self.attempt(&url, max, exact.is_some(), buf)? {
+            match self.attempt(&url, max, exact.is_some(), base, buf)? {
                 Attempt::Done => return Ok(()),
                 Attempt::Broken(problem, why) => last = (problem, why),
             }
@@ -309,18 +333,25 @@ impl Http {
         })
     }
 
-    /// One request; appends to `buf`, asking only for the bytes still missing.
+    /// One request; appends to `buf`, asking only for the bytes still missing
+    /// (of the `max` bytes from `base`, when a range was asked for).
     fn attempt(
         &self,
         url: &str,
         max: u64,
         exact: bool,
+        base: Option<u64>,
         buf: &mut Vec<u8>,
     ) -> Result<Attempt, FetchError> {
         let have = buf.len() as u64;
         let mut req = self.agent.get(url);
-        if have > 0 {
-            req = req.header("Range", format!("bytes={have}-"));
+        match base {
+            Some(b) => {
+                let last = (b + max).saturating_sub(1);
+                req = req.header("Range", format!("bytes={}-{last}", b + have));
+            }
+            None if have > 0 => req = req.header("Range", format!("bytes={have}-")),
+            None => {}
         }
         let mut resp = match req.call() {
             Ok(r) => r,
@@ -347,8 +378,16 @@ impl Http {
         };
         let status = resp.status().as_u16();
         match status {
+            // The whole file for a range from 0 is still the bytes asked
+            // for, if it is no longer (capped below); from elsewhere it is not.
+            200 if base.is_some_and(|b| b > 0) => {
+                return Err(FetchError::BadRange {
+                    url: url.into(),
+                    problem: "the server ignored the Range request (HTTP 200)".into(),
+                });
+            }
             200 => buf.clear(), // a server without Range support: start over
-            206 if have > 0 => {
+            206 if have > 0 || base.is_some() => {
                 let cr = resp
                     .headers()
                     .get("content-range")
@@ -358,10 +397,11 @@ impl Http {
                     .strip_prefix("bytes ")
                     .and_then(|r| r.split('-').next())
                     .and_then(|s| s.parse::<u64>().ok());
-                if start != Some(have) {
+                let from = base.unwrap_or(0) + have;
+                if start != Some(from) {
                     return Err(FetchError::BadRange {
                         url: url.into(),
-                        problem: format!("asked for bytes {have}-, got Content-Range {cr:?}"),
+                        problem: format!("asked for bytes {from}-, got Content-Range {cr:?}"),
                     });
                 }
             }

@@ -50,6 +50,7 @@ pub mod agent;
 pub mod config;
 pub mod daemon;
 pub mod dbus;
+pub mod delta;
 pub mod diagnose;
 pub mod fleet;
 pub mod host;

@@ -107,6 +107,7 @@ pub fn build(o: &Overrides) -> Result<(Agent, UpdateConfig), Error> {
         clock: None,
         ignore_wave: false,
         stop_after_chunks: None,
+        full_download: !cfg.delta,
         reboot: cfg.reboot,
         fleet,
     };

@@ -306,6 +306,131 @@ fn outside_the_window_no_slot_is_asked_for() {
     assert_eq!(holders(&etcd), [h.id.as_str()]);
 }
 
+/// Host 6, staged 1.1.0 outside its window: the update waits for it.
+fn staged_outside_the_window(
+    etcd: &EtcdServer,
+) -> (
+    Node,
+    std::sync::Arc<cairn_updater::dbus::Service>,
+    cairn_updater::daemon::Cycle,
+) {
+    let update = etcd_update(etcd, "windows = [\"Sat 02:00-04:00\"]");
+    let mut h = Node::new(6, &update);
+    h.env.window = WindowState {
+        open: false,
+        next_open: Some(T0 + 7200),
+    };
+    let (s, mut c) = h.start(Slot::A, "1.0.0");
+    h.run(&s, &mut c);
+    assert!(h.staged(&s.agent), "{}", h.env.log_text());
+    h.env.now = T0 + 7200;
+    h.env.window = WindowState::ALWAYS;
+    (h, s, c)
+}
+
+/// What a staged update that must not boot leaves: slot b (0,0,0), nothing
+/// pending, no reboot, no slot held, and no reinstall at the next check.
+fn assert_taken_back(
+    h: &mut Node,
+    s: &cairn_updater::dbus::Service,
+    c: &mut cairn_updater::daemon::Cycle,
+    etcd: &EtcdServer,
+    next: &cairn_updater::daemon::Next,
+    why: &str,
+) {
+    assert!(
+        next.status.starts_with("not rebooting into 1.1.0: ") && next.status.contains(why),
+        "{next:?}\n{}",
+        h.env.log_text()
+    );
+    assert!(
+        h.env.logged("slot b no longer boots next"),
+        "{}",
+        h.env.log_text()
+    );
+    assert_eq!(h.w.attrs().1, gpt_slots::Attrs::new(0, 0, false));
+    assert!(!h.staged(&s.agent));
+    assert_eq!(h.env.reboots, 0);
+    assert!(holders(etcd).is_empty());
+    h.env.now += 3600;
+    let again = h.run(s, c);
+    assert_ne!(again.status, "rebooting");
+    assert!(!h.staged(&s.agent), "reinstalled: {}", h.env.log_text());
+    assert_eq!(h.w.attrs().1, gpt_slots::Attrs::new(0, 0, false));
+    assert_eq!(h.env.reboots, 0);
+}
+
+#[test]
+fn a_release_the_fleet_halts_after_it_was_staged_is_taken_back() {
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let (mut h, s, mut c) = staged_outside_the_window(&etcd);
+    let ro = rollout(&etcd);
+    for id in ["aaaa", "bbbb"] {
+        ro.record("1.1.0", id, Outcome::Installed, "").unwrap();
+        ro.record("1.1.0", id, Outcome::RolledBack, "kernel panic")
+            .unwrap();
+    }
+    let next = h.run(&s, &mut c);
+    assert_taken_back(&mut h, &s, &mut c, &etcd, &next, "kernel panic");
+}
+
+#[test]
+fn a_release_the_publisher_halts_after_it_was_staged_is_taken_back() {
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let (mut h, s, mut c) = staged_outside_the_window(&etcd);
+    release_repo::halt(
+        &h.w.repo,
+        "stable",
+        &release_manifest::Version::parse("1.1.0").unwrap(),
+        "bad NIC driver",
+        &fixture::repo_keys(),
+        release_repo::HaltOptions {
+            board: None,
+            now: fixture::NOW,
+            expires: fixture::NOW + 30 * 86_400,
+        },
+    )
+    .unwrap();
+    let next = h.run(&s, &mut c);
+    assert_taken_back(&mut h, &s, &mut c, &etcd, &next, "bad NIC driver");
+}
+
+#[test]
+fn a_manual_rollback_is_recorded_as_a_rollback() {
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let mut h = Node::new(7, &etcd_update(&etcd, ""));
+    let (s, mut c) = h.start(Slot::A, "1.0.0");
+    h.run(&s, &mut c);
+    assert_eq!(h.env.reboots, 1, "{}", h.env.log_text());
+    drop((s, c));
+    h.commit_b();
+    let (s, mut c) = h.start(Slot::B, "1.1.0");
+    h.run(&s, &mut c);
+    s.agent.rollback().unwrap();
+    h.env.now += 60;
+    h.run(&s, &mut c);
+    let r = rollout(&etcd)
+        .report("1.1.0", HaltThreshold::default())
+        .unwrap();
+    assert_eq!(
+        (r.installed, r.committed, r.rolled_back),
+        (1, 0, 1),
+        "{:?}",
+        r.records
+    );
+    assert!(
+        r.rollbacks[0].1.contains("rolled back by an operator"),
+        "{:?}",
+        r.rollbacks
+    );
+}
+
 // ---- binaries ----
 
 fn cairnctl(dir: &Path, args: &[&str]) -> (bool, String, String) {

@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the project's chores in one place (see README.md).
 
 mod bench;
+mod bench_delta;
 mod bench_fleet;
 mod bench_runtime;
 mod fuzz;
@@ -65,6 +66,9 @@ enum Cmd {
     },
     /// Fuzz the parsers of untrusted input (parser-fuzz) and print the counts.
     Fuzz(fuzz::Args),
+    /// qemu's guestfwd command of the VM scenarios (see qemu_tests::relay).
+    #[command(name = "guestfwd-relay", hide = true)]
+    GuestfwdRelay { to: String },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +98,7 @@ fn arch(name: &str) -> Result<Arch> {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Setup => setup::setup(),
+        Cmd::GuestfwdRelay { to } => qemu_tests::relay::stdio_to_tcp(&to),
         Cmd::Artifacts { arch: a } => artifacts(arch(&a)?),
         Cmd::Image {
             board,
@@ -387,6 +392,9 @@ fn bench(name: &str, args: &[String]) -> Result<()> {
     }
     if name == "fleet" {
         return bench_fleet::run(args);
+    }
+    if name == "delta" {
+        return bench_delta::run(args);
     }
     if !args.is_empty() {
         bail!("benchmark {name:?} takes no options");

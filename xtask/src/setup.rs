@@ -54,6 +54,11 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("dbus-monitor", "dbus-bin"),
     ("setpriv", "util-linux"),
     ("systemd-analyze", "systemd"),
+    // `cairn-build install` tests write to a loop device; the
+    // `provision-cloud` scenario logs in over SSH with a key it makes.
+    ("losetup", "mount"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
     // Fleet coordination tests and the `fleet` VM scenario run a real etcd
     // on loopback.
     ("etcd", "etcd-server"),

@@ -392,6 +392,12 @@ pub mod run {
     /// Written by cairn-config: one line, the signature state of the config,
     /// read by `cairn-config status`.
     pub const CONFIG_SIGNATURE: &str = "run/cairn/config-signature";
+    /// Written by cairn-config's early pass when this boot's config comes
+    /// from the network (the command-line URL, a cloud's metadata service,
+    /// Azure's ready report): one line, why. Its presence starts
+    /// cairn-config-network.service, which applies the config once the
+    /// network is up.
+    pub const CONFIG_NEEDS_NETWORK: &str = "run/cairn/config-needs-network";
     /// Written by cairn-mark-good health: one line, the last gate result.
     pub const HEALTH_RESULT: &str = "run/cairn/health";
     /// Written by cairn-app-generator: what it generated, for cairn-config's

@@ -80,6 +80,9 @@ impl KeyValue {
 pub struct RangeResult {
     pub revision: i64,
     pub kvs: Vec<KeyValue>,
+    /// How many keys the range holds: more than `kvs` when a limit cut the
+    /// answer, and the only answer of a count.
+    pub count: i64,
 }
 
 /// A granted lease.
@@ -131,6 +134,12 @@ impl Compare {
 pub enum TxnOp {
     /// Reads `key`, or every key starting with it when `prefix`.
     Range { key: String, prefix: bool },
+    /// Counts the keys a [`TxnOp::Range`] would read, without reading them
+    /// (etcd's `count_only`: the answer is [`RangeResult::count`]).
+    Count { key: String, prefix: bool },
+    /// Reads the first `limit` keys starting with `prefix` (at least one);
+    /// [`RangeResult::count`] says how many there are.
+    First { prefix: String, limit: u32 },
     Put {
         key: String,
         value: Vec<u8>,
@@ -138,6 +147,14 @@ pub enum TxnOp {
     },
     /// Deletes `key`, or every key starting with it when `prefix`.
     Delete { key: String, prefix: bool },
+    /// A nested transaction (etcd 3.3 and later). Every compare of the
+    /// whole request, nested ones included, sees the keys as they were
+    /// before it; a key may be written only once in it.
+    Txn {
+        compare: Vec<Compare>,
+        success: Vec<TxnOp>,
+        failure: Vec<TxnOp>,
+    },
 }
 
 /// The answer to one [`TxnOp`], in order.
@@ -145,7 +162,13 @@ pub enum TxnOp {
 pub enum TxnOpResult {
     Range(RangeResult),
     Put,
-    Delete { deleted: i64 },
+    Delete {
+        deleted: i64,
+    },
+    /// A nested transaction: whether its compares held.
+    Txn {
+        succeeded: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +237,18 @@ impl EtcdClient {
         Ok(r.into_result())
     }
 
+    /// How many keys start with `prefix`. etcd counts them in its in-memory
+    /// index without reading a value.
+    pub fn count_prefix(&self, prefix: &str) -> Result<i64, EtcdError> {
+        let body = json!({
+            "key": b64(prefix),
+            "range_end": b64(prefix_end(prefix.as_bytes())),
+            "count_only": true,
+        });
+        let r: WireRange = self.call("range", "kv/range", &body)?;
+        Ok(r.count)
+    }
+
     /// Puts `key`, bound to `lease` if given; returns the key's previous
     /// value, if any.
     pub fn put(
@@ -267,6 +302,10 @@ impl EtcdClient {
                         TxnOpResult::Range(range.into_result())
                     } else if let Some(d) = o.response_delete_range {
                         TxnOpResult::Delete { deleted: d.deleted }
+                    } else if let Some(t) = o.response_txn {
+                        TxnOpResult::Txn {
+                            succeeded: t.succeeded,
+                        }
                     } else {
                         TxnOpResult::Put
                     }
@@ -491,13 +530,22 @@ fn compare_json(c: &Compare) -> Value {
 
 fn op_json(op: &TxnOp) -> Value {
     match op {
-        TxnOp::Range { key, prefix } => {
+        TxnOp::Range { key, prefix } | TxnOp::Count { key, prefix } => {
             let mut r = json!({ "key": b64(key) });
             if *prefix {
                 r["range_end"] = json!(b64(prefix_end(key.as_bytes())));
             }
+            if matches!(op, TxnOp::Count { .. }) {
+                r["count_only"] = json!(true);
+            }
             json!({ "request_range": r })
         }
+        TxnOp::First { prefix, limit } => json!({ "request_range": {
+            "key": b64(prefix),
+            "range_end": b64(prefix_end(prefix.as_bytes())),
+            // etcd reads a limit of 0 as "no limit".
+            "limit": limit.max(&1).to_string(),
+        }}),
         TxnOp::Put { key, value, lease } => {
             let mut p = json!({ "key": b64(key), "value": b64(value) });
             if let Some(l) = lease {
@@ -512,6 +560,15 @@ fn op_json(op: &TxnOp) -> Value {
             }
             json!({ "request_delete_range": d })
         }
+        TxnOp::Txn {
+            compare,
+            success,
+            failure,
+        } => json!({ "request_txn": {
+            "compare": compare.iter().map(compare_json).collect::<Vec<_>>(),
+            "success": success.iter().map(op_json).collect::<Vec<_>>(),
+            "failure": failure.iter().map(op_json).collect::<Vec<_>>(),
+        }}),
     }
 }
 
@@ -584,6 +641,8 @@ struct WireRange {
     header: WireHeader,
     #[serde(default)]
     kvs: Vec<WireKv>,
+    #[serde(default, deserialize_with = "de_i64")]
+    count: i64,
 }
 
 impl WireRange {
@@ -591,6 +650,7 @@ impl WireRange {
         RangeResult {
             revision: self.header.revision,
             kvs: self.kvs.into_iter().map(WireKv::into_kv).collect(),
+            count: self.count,
         }
     }
 }
@@ -613,6 +673,14 @@ struct WireOpResponse {
     response_range: Option<WireRange>,
     #[serde(default)]
     response_delete_range: Option<WireDelete>,
+    #[serde(default)]
+    response_txn: Option<WireNestedTxn>,
+}
+
+#[derive(Deserialize)]
+struct WireNestedTxn {
+    #[serde(default)]
+    succeeded: bool,
 }
 
 #[derive(Deserialize)]
@@ -712,6 +780,38 @@ mod tests {
             op_json(&op),
             json!({"request_range":{"key":"YS8=","range_end":"YTA="}})
         );
+        let op = TxnOp::Count {
+            key: "a/".into(),
+            prefix: true,
+        };
+        assert_eq!(
+            op_json(&op),
+            json!({"request_range":{"key":"YS8=","range_end":"YTA=","count_only":true}})
+        );
+        let op = TxnOp::First {
+            prefix: "a/".into(),
+            limit: 0,
+        };
+        assert_eq!(
+            op_json(&op),
+            json!({"request_range":{"key":"YS8=","range_end":"YTA=","limit":"1"}})
+        );
+        let op = TxnOp::Txn {
+            compare: vec![Compare::new("k", CmpOp::Greater, Target::Version(0))],
+            success: vec![TxnOp::Delete {
+                key: "k".into(),
+                prefix: false,
+            }],
+            failure: vec![],
+        };
+        assert_eq!(
+            op_json(&op),
+            json!({"request_txn":{
+                "compare":[{"key":"aw==","result":"GREATER","target":"VERSION","version":"0"}],
+                "success":[{"request_delete_range":{"key":"aw=="}}],
+                "failure":[],
+            }})
+        );
     }
 
     #[test]
@@ -722,12 +822,17 @@ mod tests {
         )
         .unwrap();
         let r = r.into_result();
-        assert_eq!(r.revision, 3);
+        assert_eq!((r.revision, r.count), (3, 1));
         assert_eq!(r.kvs[0].key_str(), "foo");
         assert_eq!(r.kvs[0].value, b"bar");
         assert_eq!(r.kvs[0].lease, 4111120498999406600);
         let empty: WireRange = serde_json::from_str(r#"{"header":{"revision":"5"}}"#).unwrap();
-        assert!(empty.into_result().kvs.is_empty());
+        let empty = empty.into_result();
+        assert!(empty.kvs.is_empty() && empty.count == 0);
+        // A count: no kvs, the count as a string.
+        let counted: WireRange =
+            serde_json::from_str(r#"{"header":{"revision":"5"},"count":"10000"}"#).unwrap();
+        assert_eq!(counted.into_result().count, 10_000);
         let t: WireTxn = serde_json::from_str(
             r#"{"header":{"revision":"4"},"responses":[{"response_range":{"header":{"revision":"4"}}}]}"#,
         )

@@ -2,6 +2,7 @@
 //! part of a key, so no name can reach into another group's keys.
 
 use crate::error::InvalidName;
+use crate::outcome::Outcome;
 
 /// Every key of this crate starts with this.
 pub const ROOT: &str = "cairn/fleet/";
@@ -117,6 +118,35 @@ impl GroupKeys {
     pub fn outcome(&self, version: &str, id: &str) -> String {
         format!("{}releases/{version}/{id}", self.prefix)
     }
+
+    /// `cairn/fleet/<group>/outcomes/<version>/`: the release's records
+    /// again, grouped by outcome, so that etcd can count each outcome.
+    pub fn by_outcome(&self, version: &str) -> String {
+        format!("{}outcomes/{version}/", self.prefix)
+    }
+
+    /// `cairn/fleet/<group>/outcomes/<version>/<outcome>/`
+    pub fn with_outcome(&self, version: &str, outcome: Outcome) -> String {
+        format!("{}outcomes/{version}/{outcome}/", self.prefix)
+    }
+
+    /// `cairn/fleet/<group>/outcomes/<version>/<outcome>/<id>`
+    pub fn indexed(&self, version: &str, outcome: Outcome, id: &str) -> String {
+        format!("{}outcomes/{version}/{outcome}/{id}", self.prefix)
+    }
+
+    /// `cairn/fleet/<group>/tally/<version>/`: the release's counters.
+    pub fn tally(&self, version: &str) -> String {
+        format!("{}tally/{version}/", self.prefix)
+    }
+
+    /// `cairn/fleet/<group>/tally/<version>/<outcome>/entered` or `…/left`:
+    /// a counter whose etcd version is how many times a host's outcome
+    /// became, or stopped being, `outcome`.
+    pub fn counter(&self, version: &str, outcome: Outcome, entered: bool) -> String {
+        let way = if entered { "entered" } else { "left" };
+        format!("{}tally/{version}/{outcome}/{way}", self.prefix)
+    }
 }
 
 /// The end of the key range holding every key that starts with `prefix`
@@ -187,6 +217,24 @@ mod tests {
         assert_eq!(k.holder("n1"), "cairn/fleet/web/holders/n1");
         assert_eq!(k.release("1.2"), "cairn/fleet/web/releases/1.2/");
         assert_eq!(k.outcome("1.2", "n1"), "cairn/fleet/web/releases/1.2/n1");
+        assert_eq!(k.by_outcome("1.2"), "cairn/fleet/web/outcomes/1.2/");
+        assert_eq!(
+            k.with_outcome("1.2", Outcome::RolledBack),
+            "cairn/fleet/web/outcomes/1.2/rolled_back/"
+        );
+        assert_eq!(
+            k.indexed("1.2", Outcome::Installed, "n1"),
+            "cairn/fleet/web/outcomes/1.2/installed/n1"
+        );
+        assert_eq!(k.tally("1.2"), "cairn/fleet/web/tally/1.2/");
+        assert_eq!(
+            k.counter("1.2", Outcome::Committed, true),
+            "cairn/fleet/web/tally/1.2/committed/entered"
+        );
+        assert_eq!(
+            k.counter("1.2", Outcome::RolledBack, false),
+            "cairn/fleet/web/tally/1.2/rolled_back/left"
+        );
         assert!(GroupKeys::new("we/b").is_err());
     }
 

@@ -18,8 +18,9 @@
 //!    [`Outcome::RolledBack`] for the release it booted or fell back from.
 //!    Before that (the health gate still running): [`Semaphore::keep_alive`],
 //!    so a slot taken before the reboot does not run out meanwhile.
-//! 2. Before installing a release: [`Rollout::report`]; do not install a
-//!    halted one.
+//! 2. Before installing a release: [`Rollout::halt_check`] (counts, not
+//!    records); do not install a halted one. [`Rollout::report`] reads every
+//!    record, with reasons, for an operator (`cairnctl fleet status`).
 //! 3. Once staged: record [`Outcome::Installed`], then [`Semaphore::acquire`]
 //!    (FleetLock: pre-reboot), retrying with [`Backoff`] while full; keep the
 //!    slot alive ([`Semaphore::spawn_keep_alive`]) until the reboot.
@@ -32,6 +33,8 @@
 //! | `cairn/fleet/<group>/semaphore` | guard: the id of the last host that took a slot; what counts is its mod revision | none |
 //! | `cairn/fleet/<group>/holders/<id>` | `{"since": <unix s>}` | the holder's own lease |
 //! | `cairn/fleet/<group>/releases/<version>/<id>` | `{"outcome": "installed"\|"committed"\|"rolled_back", "reason": "…", "time": <unix s>}` | none |
+//! | `cairn/fleet/<group>/outcomes/<version>/<outcome>/<id>` | the same record, under the host's latest outcome only | none |
+//! | `cairn/fleet/<group>/tally/<version>/<outcome>/entered` and `…/left` | empty: the key's etcd version counts the hosts whose outcome became, or stopped being, `<outcome>` | none |
 //!
 //! `<group>` matches FleetLock's `^[a-zA-Z0-9.-]+$`, `<id>` letters, digits
 //! and `._:@-`, `<version>` letters, digits and `.-+`: no name holds a `/`,
@@ -84,6 +87,15 @@
 //! 5 %, whichever first). The agent must not reinstall a release it rolled
 //! back from (that would turn its `rolled_back` back into `installed`).
 //! [`Rollout::clear`] forgets a release's outcomes (an operator resuming it).
+//!
+//! Every host checks before each install, so the check must not read every
+//! record (a fleet's rollout would be quadratic). A record is written in one
+//! transaction with its index entry under its outcome and the release's
+//! counters (see [`rollout`]); [`Rollout::halt_check`] reads the six
+//! counters and, once halted, a few rollback reasons: one request of the
+//! same size for 10 hosts or 100,000. Hosts and operators change outcomes
+//! only through [`Rollout`]: a record put or deleted by hand is not counted
+//! (a halt check that finds counters not adding up reads every record).
 
 pub mod backoff;
 pub mod error;
@@ -108,7 +120,7 @@ pub use http::TlsFiles;
 pub use http::ca_certs;
 pub use keys::validate_group;
 pub use node_id::{node_id, node_id_from_file};
-pub use outcome::{HaltThreshold, Outcome, OutcomeRecord, ReleaseReport, halted};
+pub use outcome::{HaltThreshold, Outcome, OutcomeRecord, ReleaseReport, Tally, halted};
 pub use rollout::Rollout;
 pub use semaphore::{
     Acquire, Holder, KeepAlive, KeepAliveState, Semaphore, SemaphoreOptions, Status,

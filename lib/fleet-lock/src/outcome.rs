@@ -20,6 +20,11 @@ pub enum Outcome {
     RolledBack,
 }
 
+impl Outcome {
+    /// Every outcome, in the order a host goes through them.
+    pub const ALL: [Outcome; 3] = [Outcome::Installed, Outcome::Committed, Outcome::RolledBack];
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -84,10 +89,49 @@ pub struct ReleaseReport {
     pub committed: u64,
     pub rolled_back: u64,
     pub halted: bool,
-    /// Each rollback: (host id, reason), sorted by host id.
+    /// Each rollback: (host id, reason), sorted by host id. From
+    /// [`Rollout::halt_check`](crate::Rollout::halt_check): only once halted,
+    /// and only the first [`MAX_HALT_ROLLBACKS`](crate::rollout::MAX_HALT_ROLLBACKS).
     pub rollbacks: Vec<(String, String)>,
-    /// Every record: (host id, record), sorted by host id.
+    /// Every record: (host id, record), sorted by host id. Empty from
+    /// [`Rollout::halt_check`](crate::Rollout::halt_check), which counts.
     pub records: Vec<(String, OutcomeRecord)>,
+}
+
+/// A release's counters in etcd: for each outcome (in [`Outcome::ALL`]'s
+/// order), how many times a host's latest outcome became it and how many
+/// times it stopped being it. Hosts with that outcome now: the difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tally {
+    pub entered: [u64; 3],
+    pub left: [u64; 3],
+}
+
+impl Tally {
+    fn slot(outcome: Outcome) -> usize {
+        match outcome {
+            Outcome::Installed => 0,
+            Outcome::Committed => 1,
+            Outcome::RolledBack => 2,
+        }
+    }
+
+    /// Counts `times` more hosts entering (`entered`) or leaving `outcome`.
+    pub fn add(&mut self, outcome: Outcome, entered: bool, times: u64) {
+        let n = if entered {
+            &mut self.entered[Self::slot(outcome)]
+        } else {
+            &mut self.left[Self::slot(outcome)]
+        };
+        *n = n.saturating_add(times);
+    }
+
+    /// Hosts whose latest outcome is `outcome`; `None` when more left it
+    /// than entered (counters not written by this crate).
+    pub fn hosts(&self, outcome: Outcome) -> Option<u64> {
+        let i = Self::slot(outcome);
+        self.entered[i].checked_sub(self.left[i])
+    }
 }
 
 impl ReleaseReport {
@@ -116,6 +160,30 @@ impl ReleaseReport {
             rollbacks,
             records,
         }
+    }
+
+    /// The report of a halt check: the counts from `tally` and the halt; no
+    /// records, no rollbacks yet. `None` when the tally does not add up:
+    /// read the records instead.
+    pub fn counted(
+        version: &str,
+        tally: &Tally,
+        threshold: HaltThreshold,
+    ) -> Option<ReleaseReport> {
+        let installed = tally.hosts(Outcome::Installed)?;
+        let committed = tally.hosts(Outcome::Committed)?;
+        let rolled_back = tally.hosts(Outcome::RolledBack)?;
+        // Every host with a record is under exactly one outcome.
+        let installed = installed.checked_add(committed)?.checked_add(rolled_back)?;
+        Some(ReleaseReport {
+            version: version.to_string(),
+            installed,
+            committed,
+            rolled_back,
+            halted: halted(installed, rolled_back, threshold),
+            rollbacks: Vec::new(),
+            records: Vec::new(),
+        })
     }
 }
 
@@ -196,6 +264,66 @@ mod tests {
         assert_eq!(r.records[0].0, "a");
         let none = ReleaseReport::new("1.2.0", vec![], HaltThreshold::default());
         assert!(!none.halted && none.installed == 0);
+    }
+
+    #[test]
+    fn counted_reports() {
+        use Outcome::*;
+        // (entered, left) per outcome, in ALL's order.
+        let t = |moves: [(u64, u64); 3]| {
+            let mut t = Tally::default();
+            for (o, (e, l)) in Outcome::ALL.into_iter().zip(moves) {
+                t.add(o, true, e);
+                t.add(o, false, l);
+            }
+            t
+        };
+        let d = HaltThreshold::default();
+        // (tally, threshold, Some((installed, committed, rolled back, halted)) or None: read the records)
+        let table = [
+            (t([(0, 0), (0, 0), (0, 0)]), d, Some((0, 0, 0, false))),
+            // 10,000 installed, 9,000 of them committed since, 1 rolled back.
+            (
+                t([(10_000, 9_001), (9_000, 0), (1, 0)]),
+                d,
+                Some((10_000, 9_000, 1, false)),
+            ),
+            (
+                t([(10_000, 9_002), (9_000, 0), (2, 0)]),
+                d,
+                Some((10_000, 9_000, 2, true)),
+            ),
+            // A committed host that rolled back later (a later boot fell back).
+            (t([(20, 20), (20, 1), (1, 0)]), d, Some((20, 19, 1, true))),
+            (t([(21, 1), (0, 0), (1, 0)]), d, Some((21, 0, 1, false))),
+            (
+                t([(3, 3), (0, 0), (3, 0)]),
+                HaltThreshold {
+                    hosts: 0,
+                    percent: 0,
+                },
+                Some((3, 0, 3, false)),
+            ),
+            // More left than entered: not this crate's counters.
+            (t([(1, 2), (0, 0), (0, 0)]), d, None),
+            (t([(5, 5), (0, 0), (0, 1)]), d, None),
+            // Sums past u64.
+            (t([(u64::MAX, 0), (1, 0), (0, 0)]), d, None),
+        ];
+        for (tally, th, want) in table {
+            let got = ReleaseReport::counted("1.2.0", &tally, th)
+                .map(|r| (r.installed, r.committed, r.rolled_back, r.halted));
+            assert_eq!(got, want, "{tally:?} {th:?}");
+        }
+        let mut tally = Tally::default();
+        tally.add(Installed, true, 3);
+        tally.add(Installed, false, 2);
+        tally.add(Committed, true, 1);
+        tally.add(RolledBack, true, 1);
+        assert_eq!(tally.hosts(Installed), Some(1));
+        let r = ReleaseReport::counted("1.2.0", &tally, d).unwrap();
+        assert_eq!((r.version.as_str(), r.installed), ("1.2.0", 3));
+        assert!(r.rollbacks.is_empty() && r.records.is_empty());
     }
 
     #[test]

@@ -339,6 +339,239 @@ fn outcomes_and_the_halt() {
     assert!(rep.rollbacks[0].1.len() <= fleet_lock::rollout::MAX_REASON);
 }
 
+/// The halt check's counts, and the same from every record.
+fn both(r: &Rollout, version: &str, t: HaltThreshold) -> (u64, u64, u64, bool) {
+    let check = r.halt_check(version, t).unwrap();
+    let full = r.report(version, t).unwrap();
+    let counts =
+        |x: &fleet_lock::ReleaseReport| (x.installed, x.committed, x.rolled_back, x.halted);
+    assert_eq!(
+        counts(&check),
+        counts(&full),
+        "halt check and report of {version}"
+    );
+    assert!(check.records.is_empty(), "a halt check reads no record");
+    counts(&check)
+}
+
+#[test]
+fn the_halt_check_counts_each_host_once_under_its_latest_outcome() {
+    let Some(etcd) = Etcd::start() else { return };
+    let c = etcd.client();
+    let r = Rollout::new(etcd.client(), "web").unwrap();
+    let t = HaltThreshold::default();
+    assert_eq!(both(&r, "2.0.0", t), (0, 0, 0, false));
+    for i in 0..40 {
+        r.record("2.0.0", &format!("h{i:02}"), Outcome::Installed, "")
+            .unwrap();
+    }
+    // Recording the same outcome again changes no count.
+    for i in 0..10 {
+        r.record("2.0.0", &format!("h{i:02}"), Outcome::Installed, "")
+            .unwrap();
+    }
+    assert_eq!(both(&r, "2.0.0", t), (40, 0, 0, false));
+    for i in 0..30 {
+        r.record("2.0.0", &format!("h{i:02}"), Outcome::Committed, "")
+            .unwrap();
+    }
+    r.record("2.0.0", "h00", Outcome::Committed, "again")
+        .unwrap();
+    assert_eq!(both(&r, "2.0.0", t), (40, 30, 0, false));
+
+    // Installed → rolled back: out of `installed`, into `rolled_back`.
+    r.record("2.0.0", "h35", Outcome::RolledBack, "kernel panic")
+        .unwrap();
+    r.record("2.0.0", "h35", Outcome::RolledBack, "kernel panic")
+        .unwrap();
+    assert_eq!(both(&r, "2.0.0", t), (40, 30, 1, false), "1 of 40 is 2.5 %");
+    let index = |o: &str, id: &str| {
+        c.get(&format!("cairn/fleet/web/outcomes/2.0.0/{o}/{id}"))
+            .unwrap()
+            .is_some()
+    };
+    assert!(index("rolled_back", "h35") && !index("installed", "h35"));
+    assert!(!index("committed", "h35"));
+    // The index entry is the record.
+    let kv = c
+        .get("cairn/fleet/web/outcomes/2.0.0/rolled_back/h35")
+        .unwrap()
+        .unwrap();
+    let rec: OutcomeRecord = serde_json::from_slice(&kv.value).unwrap();
+    assert_eq!(
+        (rec.outcome, rec.reason.as_str()),
+        (Outcome::RolledBack, "kernel panic")
+    );
+
+    // Committed → rolled back (a later boot fell back): counted as a rollback only.
+    r.record(
+        "2.0.0",
+        "h01",
+        Outcome::RolledBack,
+        "health gate: app web down",
+    )
+    .unwrap();
+    assert!(index("rolled_back", "h01") && !index("committed", "h01"));
+    assert_eq!(both(&r, "2.0.0", t), (40, 29, 2, true), "2 hosts halt");
+    let check = r.halt_check("2.0.0", t).unwrap();
+    assert_eq!(
+        check.rollbacks,
+        vec![
+            ("h01".to_string(), "health gate: app web down".to_string()),
+            ("h35".to_string(), "kernel panic".to_string())
+        ],
+        "the reasons, by host id"
+    );
+    // A threshold the counts do not reach.
+    let lenient = HaltThreshold {
+        hosts: 3,
+        percent: 10,
+    };
+    assert_eq!(both(&r, "2.0.0", lenient), (40, 29, 2, false));
+    assert!(r.halt_check("2.0.0", lenient).unwrap().rollbacks.is_empty());
+
+    // Releases are separate in the index too: 2.0's, 2.0.0's, 2.0.0-rc1's.
+    r.record("2.0", "h00", Outcome::RolledBack, "x").unwrap();
+    r.record("2.0.0-rc1", "h00", Outcome::Committed, "")
+        .unwrap();
+    assert_eq!(both(&r, "2.0", t), (1, 0, 1, true));
+    assert_eq!(both(&r, "2.0.0-rc1", t), (1, 1, 0, false));
+    assert_eq!(both(&r, "2.0.0", t), (40, 29, 2, true));
+
+    // Resuming forgets the index with the records.
+    assert_eq!(r.clear("2.0.0").unwrap(), 40);
+    assert!(
+        c.get_prefix("cairn/fleet/web/outcomes/2.0.0/")
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
+    assert_eq!(both(&r, "2.0.0", t), (0, 0, 0, false));
+    assert_eq!(both(&r, "2.0", t), (1, 0, 1, true));
+    assert!(r.halt_check("2.0/x", t).is_err());
+}
+
+#[test]
+fn a_halt_check_reads_a_bounded_number_of_reasons() {
+    let Some(etcd) = Etcd::start() else { return };
+    let r = Rollout::new(etcd.client(), "web").unwrap();
+    let t = HaltThreshold::default();
+    let n = fleet_lock::rollout::MAX_HALT_ROLLBACKS as u64 + 9;
+    for i in 0..n {
+        r.record(
+            "3.0",
+            &format!("h{i:02}"),
+            Outcome::RolledBack,
+            &format!("reason {i}"),
+        )
+        .unwrap();
+    }
+    let check = r.halt_check("3.0", t).unwrap();
+    assert_eq!(
+        (check.installed, check.rolled_back, check.halted),
+        (n, n, true)
+    );
+    assert_eq!(
+        check.rollbacks.len() as u32,
+        fleet_lock::rollout::MAX_HALT_ROLLBACKS
+    );
+    assert_eq!(
+        check.rollbacks[0],
+        ("h00".to_string(), "reason 0".to_string())
+    );
+    assert_eq!(r.report("3.0", t).unwrap().rollbacks.len() as u64, n);
+}
+
+#[test]
+fn counters_that_do_not_add_up_are_not_trusted() {
+    let Some(etcd) = Etcd::start() else { return };
+    let c = etcd.client();
+    let r = Rollout::new(etcd.client(), "web").unwrap();
+    let t = HaltThreshold::default();
+    for i in 0..30 {
+        r.record("4.0", &format!("h{i:02}"), Outcome::Installed, "")
+            .unwrap();
+        r.record("4.0", &format!("h{i:02}"), Outcome::Committed, "")
+            .unwrap();
+    }
+    r.record("4.0", "h00", Outcome::RolledBack, "a").unwrap();
+    r.record("4.0", "h01", Outcome::RolledBack, "b").unwrap();
+    // The counters' versions, as documented.
+    let version = |k: &str| {
+        c.get(&format!("cairn/fleet/web/tally/4.0/{k}"))
+            .unwrap()
+            .map_or(0, |kv| kv.version)
+    };
+    let counters = [
+        "installed/entered",
+        "installed/left",
+        "committed/entered",
+        "committed/left",
+        "rolled_back/entered",
+        "rolled_back/left",
+    ]
+    .map(version);
+    assert_eq!(counters, [30, 30, 30, 2, 2, 0]);
+    assert_eq!(both(&r, "4.0", t), (30, 28, 2, true));
+    // Deleted by hand: more hosts left `installed` than entered it. The
+    // halt check reads every record rather than trust such counts.
+    c.delete("cairn/fleet/web/tally/4.0/installed/entered")
+        .unwrap();
+    assert_eq!(both(&r, "4.0", t), (30, 28, 2, true));
+    let check = r.halt_check("4.0", t).unwrap();
+    assert_eq!(check.rollbacks.len(), 2);
+    // A key under the counters that is not one names itself.
+    c.put("cairn/fleet/web/tally/4.0/x", b"", None).unwrap();
+    let e = r.halt_check("4.0", t).unwrap_err().to_string();
+    assert!(e.contains("cairn/fleet/web/tally/4.0/x"), "{e}");
+    // Resuming resets the counters with the records.
+    assert_eq!(r.clear("4.0").unwrap(), 30);
+    assert!(
+        c.get_prefix("cairn/fleet/web/tally/4.0/")
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
+    assert_eq!(both(&r, "4.0", t), (0, 0, 0, false));
+}
+
+#[test]
+fn hosts_recording_at_once_are_each_counted_once() {
+    let Some(etcd) = Etcd::start() else { return };
+    let threads: usize = 8;
+    let per: usize = 25;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|k| {
+            let r = Rollout::new(etcd.client(), "web").unwrap();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..per {
+                    let id = format!("t{k}h{i:02}");
+                    r.record("5.0", &id, Outcome::Installed, "").unwrap();
+                    let last = if i % 10 == 0 {
+                        Outcome::RolledBack
+                    } else {
+                        Outcome::Committed
+                    };
+                    r.record("5.0", &id, last, "").unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let r = Rollout::new(etcd.client(), "web").unwrap();
+    let rolled = (threads * per.div_ceil(10)) as u64;
+    let all = (threads * per) as u64;
+    assert_eq!(
+        both(&r, "5.0", HaltThreshold::default()),
+        (all, all - rolled, rolled, true)
+    );
+}
+
 #[test]
 fn client_calls_and_etcd_errors() {
     let Some(etcd) = Etcd::start() else { return };
@@ -397,6 +630,74 @@ fn client_calls_and_etcd_errors() {
         text.contains(&etcd.url) && text.contains("lease not found"),
         "{text}"
     );
+
+    // Counts, and a limited read that still says how many there are.
+    assert_eq!(c.count_prefix("p/").unwrap(), 2);
+    assert_eq!(c.count_prefix("none/").unwrap(), 0);
+    let r = c
+        .txn(
+            &[],
+            &[
+                TxnOp::Count {
+                    key: "p/".into(),
+                    prefix: true,
+                },
+                TxnOp::Count {
+                    key: "q".into(),
+                    prefix: false,
+                },
+                TxnOp::Count {
+                    key: "none/".into(),
+                    prefix: true,
+                },
+                TxnOp::First {
+                    prefix: "p/".into(),
+                    limit: 1,
+                },
+            ],
+            &[],
+        )
+        .unwrap();
+    let counts: Vec<i64> = r
+        .responses
+        .iter()
+        .map(|o| match o {
+            fleet_lock::etcd::TxnOpResult::Range(r) => r.count * 10 + r.kvs.len() as i64,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // (count, keys read): a count reads none, a limited read what it may.
+    assert_eq!(counts, [20, 10, 0, 21]);
+    // Nested transactions: their compares see the keys as before the request.
+    let bump = |key: &str| TxnOp::Put {
+        key: key.into(),
+        value: Vec::new(),
+        lease: None,
+    };
+    let r = c
+        .txn(
+            &[],
+            &[
+                TxnOp::Delete {
+                    key: "q".into(),
+                    prefix: false,
+                },
+                TxnOp::Txn {
+                    compare: vec![Compare::new("q", CmpOp::Greater, Target::Version(0))],
+                    success: vec![bump("was-there")],
+                    failure: vec![bump("was-not")],
+                },
+            ],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        r.responses[1],
+        fleet_lock::etcd::TxnOpResult::Txn { succeeded: true }
+    );
+    assert!(c.get("was-there").unwrap().is_some() && c.get("was-not").unwrap().is_none());
+    assert!(c.get("q").unwrap().is_none());
+    c.put("q", b"x", None).unwrap();
 
     assert_eq!(c.delete_prefix("p/").unwrap(), 2);
     assert_eq!(c.delete("q").unwrap(), 1);

@@ -63,6 +63,16 @@ impl Ctx<'_> {
         }
     }
 
+    pub(crate) fn boolean(&self, key: &str, v: &Value) -> Result<bool, ConfigError> {
+        match v {
+            Value::Boolean(b) => Ok(*b),
+            other => Err(self.err(
+                key,
+                format!("expected true or false, found {}", kind(other)),
+            )),
+        }
+    }
+
     pub(crate) fn array<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Vec<Value>, ConfigError> {
         match v {
             Value::Array(a) => Ok(a),

@@ -12,6 +12,7 @@ pub mod apps;
 mod check;
 pub mod config;
 pub mod files;
+pub mod ignition;
 pub mod network;
 pub mod source;
 pub mod system;

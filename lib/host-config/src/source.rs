@@ -374,23 +374,36 @@ impl Sources {
     /// for Azure's ready report. Cheap and local (files and DMI only): for
     /// deciding whether cairn-config must wait for the network.
     pub fn needs_network(&self) -> bool {
+        self.network_reason().is_some()
+    }
+
+    /// [`Sources::needs_network`], saying which source needs it.
+    pub fn network_reason(&self) -> Option<String> {
         let platform = self.platform();
         if platform == Some(Platform::Azure) {
-            return true;
+            return Some("Azure (DMI): its metadata service and ready report".into());
         }
-        let Ok(order) = self.order() else {
-            return false;
+        let order = self.order().ok()?;
+        let on = |p: Platform| {
+            (platform == Some(p)).then(|| format!("{} (DMI): its metadata service", p.name()))
         };
         for kind in order {
-            let network = match kind {
+            let reason = match kind {
                 Kind::FwCfg | Kind::Oem => match self.probe(kind, platform) {
                     Probe::Absent(_) => continue,
-                    _ => return false,
+                    _ => return None,
                 },
-                Kind::Url => !matches!(cmdline::config_url(&self.root), Ok(None)),
-                Kind::Ec2 => platform == Some(Platform::Ec2),
-                Kind::Gce => platform == Some(Platform::Gce),
-                Kind::Azure => false,
+                Kind::Url => match cmdline::config_url(&self.root) {
+                    Ok(None) => None,
+                    Ok(Some(url)) => Some(format!("{} = {url}", disk_layout::cmdline::CONFIG_URL)),
+                    Err(_) => Some(format!(
+                        "{} on the kernel command line",
+                        disk_layout::cmdline::CONFIG_URL
+                    )),
+                },
+                Kind::Ec2 => on(Platform::Ec2),
+                Kind::Gce => on(Platform::Gce),
+                Kind::Azure => None,
                 Kind::OpenStack => {
                     let drive = configdrive::LABELS.iter().any(|l| {
                         self.root
@@ -399,14 +412,14 @@ impl Sources {
                             .symlink_metadata()
                             .is_ok()
                     });
-                    !drive && platform == Some(Platform::OpenStack)
+                    if drive { None } else { on(Platform::OpenStack) }
                 }
             };
-            if network {
-                return true;
+            if reason.is_some() {
+                return reason;
             }
         }
-        false
+        None
     }
 
     /// Finds the config, checks its signature and parses it.

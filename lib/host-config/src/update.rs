@@ -30,6 +30,7 @@ const KEYS: &[&str] = &[
     "root",
     "ca_file",
     "halt_after_rollbacks",
+    "delta",
     "etcd",
     "fleetlock",
 ];
@@ -146,6 +147,11 @@ pub struct UpdateConfig {
     /// Updates stay authenticated by their signatures either way.
     pub ca_file: Option<PathBuf>,
     pub halt_after_rollbacks: HaltThreshold,
+    /// Download only the blocks the active slot does not hold, when the
+    /// release carries a block index (falls back to the full download on
+    /// any doubt). Off until the delta path resumes an interrupted write
+    /// part-way as the full download does.
+    pub delta: bool,
     pub etcd: Option<EtcdSettings>,
     pub fleetlock: Option<FleetLockSettings>,
 }
@@ -162,6 +168,7 @@ impl Default for UpdateConfig {
             root: PathBuf::from(DEFAULT_ROOT),
             ca_file: None,
             halt_after_rollbacks: HaltThreshold::default(),
+            delta: false,
             etcd: None,
             fleetlock: None,
         }
@@ -376,6 +383,9 @@ impl UpdateConfig {
         if let Some(v) = t.get("halt_after_rollbacks") {
             c.halt_after_rollbacks = parse_halt(cx, &k("halt_after_rollbacks"), v)?;
         }
+        if let Some(v) = t.get("delta") {
+            c.delta = cx.boolean(&k("delta"), v)?;
+        }
         if let Some(v) = t.get("etcd") {
             c.etcd = Some(parse_etcd(cx, &k("etcd"), cx.table(&k("etcd"), v)?)?);
         }
@@ -429,6 +439,7 @@ impl UpdateConfig {
         h.insert("hosts".into(), int(self.halt_after_rollbacks.hosts));
         h.insert("percent".into(), int(self.halt_after_rollbacks.percent));
         t.insert("halt_after_rollbacks".into(), Value::Table(h));
+        t.insert("delta".into(), Value::Boolean(self.delta));
         if let Some(e) = &self.etcd {
             let mut et = Table::new();
             et.insert(
@@ -492,6 +503,7 @@ mod tests {
                 "reboot = \"window\"\nwindows = [\"Mon..Fri 23:00 1h30m\"]",
                 |c| c.windows.len() == 1,
             ),
+            ("delta = true", |c| c.delta),
             ("halt_after_rollbacks = 4", |c| {
                 c.halt_after_rollbacks
                     == HaltThreshold {
@@ -531,6 +543,7 @@ mod tests {
                 "update.url: \"ftp://x\" is not an http",
             ),
             ("channel = \"a b\"", "update.channel"),
+            ("delta = \"yes\"", "update.delta: expected true or false"),
             (
                 "interval_minutes = 0",
                 "update.interval_minutes: 0 is out of range",

@@ -40,7 +40,9 @@
 //! [`ReleaseWriter`] cuts images into chunks (default 4 MiB), compresses each with
 //! single-threaded zstd (level 3 by default) so the output is byte-reproducible,
 //! writes every file via a temporary name and a rename, and finally writes and signs
-//! the manifest.
+//! the manifest. [`ReleaseWriter::begin_precompressed`] adds an image whose
+//! chunks the caller compressed (several zstd frames a client can fetch by
+//! Range, for `block-delta`); each chunk is still one valid zstd stream.
 //!
 //! # Example
 //! ```no_run
@@ -87,7 +89,9 @@ pub use manifest::{
 pub use reader::{ChunkVerifier, ImageReader, extract_image, read_image};
 pub use sig::{SignatureEntry, add_signatures, sign_document, verify_signed};
 pub use version::Version;
-pub use writer::{DEFAULT_CHUNK_SIZE, DEFAULT_ZSTD_LEVEL, ManifestFields, ReleaseWriter};
+pub use writer::{
+    DEFAULT_CHUNK_SIZE, DEFAULT_ZSTD_LEVEL, ManifestFields, PrecompressedImage, ReleaseWriter,
+};
 
 /// File name of the signed document inside a release directory.
 pub const MANIFEST_FILE: &str = "manifest.json";

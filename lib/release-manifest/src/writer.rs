@@ -205,6 +205,38 @@ impl ReleaseWriter {
         Ok(&self.images[self.images.len() - 1])
     }
 
+    /// Starts an image whose chunks the caller compresses itself, e.g. as
+    /// several concatenated zstd frames that a client can fetch by Range one
+    /// at a time (`block-delta`). Each chunk must still be one valid zstd
+    /// stream of exactly its plain bytes: [`PrecompressedImage::push`] checks
+    /// that, so publishing and every reader keep working unchanged.
+    pub fn begin_precompressed(
+        &mut self,
+        name: &str,
+        chunk_size: u64,
+    ) -> Result<PrecompressedImage<'_>, Error> {
+        if self.images.iter().any(|i| i.name == name) {
+            return Err(CheckError::DuplicateImage(name.to_string()).into());
+        }
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size)
+            || !chunk_size.is_multiple_of(4096)
+        {
+            return Err(CheckError::BadChunkSize {
+                image: name.to_string(),
+                chunk_size,
+            }
+            .into());
+        }
+        Ok(PrecompressedImage {
+            writer: self,
+            name: name.to_string(),
+            chunk_size,
+            chunks: Vec::new(),
+            size: 0,
+            hasher: Sha256::new(),
+        })
+    }
+
     /// Makes every chunk durable (they are written without fsync, see
     /// [`store_chunk`]), then writes `manifest.json.sig` and `manifest.json`
     /// (pretty JSON, trailing newline), both durably (temp file, fsync, rename,
@@ -242,6 +274,69 @@ impl ReleaseWriter {
         let path = self.dir.join(MANIFEST_FILE);
         durable_file::write(&path, &document, RELEASE_FILE)?;
         Ok(path)
+    }
+}
+
+/// An image being added chunk by chunk from caller-compressed bytes; see
+/// [`ReleaseWriter::begin_precompressed`].
+pub struct PrecompressedImage<'w> {
+    writer: &'w mut ReleaseWriter,
+    name: String,
+    chunk_size: u64,
+    chunks: Vec<Chunk>,
+    size: u64,
+    hasher: Sha256,
+}
+
+impl PrecompressedImage<'_> {
+    /// Stores the next chunk: `compressed` must decode to exactly `plain`
+    /// (one or more zstd frames), and every chunk but the last must be
+    /// `chunk_size` plain bytes ([`Image::check`] refuses otherwise).
+    pub fn push(&mut self, plain: &[u8], compressed: &[u8]) -> Result<(), Error> {
+        let index = self.chunks.len() as u64;
+        let decoded = zstd::stream::decode_all(compressed).map_err(|e| Error::ChunkCorrupt {
+            index,
+            reason: format!("image {}: {e}", self.name),
+        })?;
+        if decoded != plain {
+            return Err(Error::ChunkCorrupt {
+                index,
+                reason: format!(
+                    "image {}: the compressed chunk does not decode to its plain bytes",
+                    self.name
+                ),
+            });
+        }
+        let zsha256 = Hex32(Sha256::digest(compressed).into());
+        let dir = self.writer.dir.join(CHUNKS_DIR);
+        store_chunk(&dir.join(format!("{zsha256}.zst")), compressed)?;
+        self.hasher.update(plain);
+        self.chunks.push(Chunk {
+            index,
+            offset: self.size,
+            size: plain.len() as u64,
+            sha256: Hex32(Sha256::digest(plain).into()),
+            zsize: compressed.len() as u64,
+            zsha256,
+            file: chunk_file_name(&zsha256),
+        });
+        self.size += plain.len() as u64;
+        Ok(())
+    }
+
+    /// Checks and records the image.
+    pub fn finish(self) -> Result<(), Error> {
+        let image = Image {
+            name: self.name,
+            size: self.size,
+            sha256: Hex32(self.hasher.finalize().into()),
+            chunk_size: self.chunk_size,
+            verity: None,
+            chunks: self.chunks,
+        };
+        image.check()?;
+        self.writer.images.push(image);
+        Ok(())
     }
 }
 

@@ -561,3 +561,43 @@ fn key_files() {
     let err = KeyPair::load_secret(&garbage).expect_err("garbage");
     assert!(err.to_string().contains("garbage.secret"), "{err}");
 }
+
+/// Chunks made of several concatenated zstd frames (block-delta's blocks
+/// image) are ordinary chunks to every reader; a chunk that does not decode
+/// to its plain bytes is refused before it is stored.
+#[test]
+fn precompressed_multi_frame_chunks_read_like_any_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rel = dir.path().join("release");
+    let mut w = ReleaseWriter::create(&rel).expect("create");
+    let plain = noise(9, 3 * 8192 + 4096);
+    let frames = |p: &[u8]| -> Vec<u8> {
+        p.chunks(4096)
+            .flat_map(|f| zstd::bulk::compress(f, 3).expect("zstd"))
+            .collect()
+    };
+    {
+        let mut img = w.begin_precompressed("usr.blocks", 8192).expect("begin");
+        let wrong = frames(&plain[8192..16384]);
+        let e = img.push(&plain[..8192], &wrong).expect_err("mismatch");
+        assert!(matches!(e, Error::ChunkCorrupt { .. }), "{e}");
+        for c in plain.chunks(8192) {
+            img.push(c, &frames(c)).expect("push");
+        }
+        img.finish().expect("finish");
+    }
+    assert!(
+        w.begin_precompressed("usr.blocks", 8192).is_err(),
+        "duplicate name"
+    );
+    w.finish(fields(), &[key(1)]).expect("finish");
+    let m = Manifest::load(&rel, &[key(1).public()], 1).expect("load");
+    let image = m.image("usr.blocks").expect("image");
+    assert_eq!(image.chunks.len(), 4);
+    let mut back = Vec::new();
+    read_image(&rel, &m, "usr.blocks")
+        .expect("open")
+        .read_to_end(&mut back)
+        .expect("read");
+    assert_eq!(back, plain);
+}

@@ -40,7 +40,9 @@ pub(crate) const A_FRESH: Attrs = Attrs::new(1, K, true);
 
 /// Files this module leaves in the artifacts folder that are big and only
 /// useful to debug a failure.
-const BIG_FILES: [&str; 2] = ["disk.raw", "after.raw"];
+const BIG_FILES: [&str; 3] = ["disk.raw", "after.raw", OEM_DISK];
+/// The image with its host config placed by `cairn-build oem`.
+const OEM_DISK: &str = "disk-oem.qcow2";
 
 /// The host config that gives root a password (the `[[users]]` schema of
 /// cairn-config), written next to the VM's other files.
@@ -144,10 +146,36 @@ pub fn boot(ctx: &mut Ctx) -> Result<()> {
     with_cleanup(ctx, boot_body)
 }
 
+/// The built qcow2 personalised as an operator would: the host config on
+/// its OEM partition by `cairn-build oem` (built beside xtask, which runs
+/// the scenarios), so no fw_cfg is needed.
+fn oem_disk(ctx: &Ctx) -> Result<PathBuf> {
+    let src = ctx.image_file("disk.qcow2")?;
+    let dst = ctx.artifacts.join(OEM_DISK);
+    std::fs::copy(&src, &dst)
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+    let cfg = write_host_config(&ctx.artifacts)?;
+    let exe = std::env::current_exe().context("finding the running xtask binary")?;
+    let tool = exe.with_file_name("cairn-build");
+    let out = std::process::Command::new(&tool)
+        .arg("oem")
+        .arg("--image")
+        .arg(&dst)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .with_context(|| format!("running {} (cargo xtask builds it)", tool.display()))?;
+    ensure!(
+        out.status.success(),
+        "cairn-build oem failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(dst)
+}
+
 fn boot_body(ctx: &mut Ctx) -> Result<()> {
-    let disk = ctx.image_file("disk.raw")?;
     let root_part = Part::Root.number();
-    let spec = spec(ctx, &disk)?;
+    let spec = VmSpec::new(ctx.arch, oem_disk(ctx)?);
     let t0 = Instant::now();
     let mut vm = ctx.vm(spec)?;
     let chosen = vm.wait_for(Pattern::regex(CHOSEN)?, TO_LOGIN)?;
@@ -235,6 +263,14 @@ fn boot_body(ctx: &mut Ctx) -> Result<()> {
         ));
     }
 
+    // The config came from the OEM partition `cairn-build oem` wrote.
+    let source = vm.run_ok("cat /run/cairn/config-source", SHELL_CMD)?;
+    if !source.contains("oem") {
+        problems.push(format!(
+            "the host config came from {:?}, not the OEM partition cairn-build oem wrote",
+            source.trim()
+        ));
+    }
     let booted = vm.run_ok("cat /run/cairn/booted-slot", SHELL_CMD)?;
     if booted.trim() != "a" {
         problems.push(format!(

@@ -65,6 +65,10 @@ enum Cmd {
         /// here before (that mark is cleared) and whatever its wave.
         #[arg(long, value_name = "V", conflicts_with = "now")]
         version: Option<String>,
+        /// Download the whole /usr image even when the release offers a
+        /// delta against the active slot.
+        #[arg(long)]
+        full: bool,
     },
     /// Boot the other slot next, if it holds an OS that booted successfully.
     /// The version left is not installed again until asked for by
@@ -176,7 +180,12 @@ fn over_bus(cli: &Cli, client: &Client) -> Result<()> {
         Cmd::History => show_history(&call("History", client.history())?, cli.json),
         Cmd::Rollback => show_rollback(&call("Rollback", client.rollback())?, cli.json),
         Cmd::Fleet { .. } => unreachable!("handled before choosing the transport"),
-        Cmd::Update { now, ref version } => {
+        Cmd::Update { full: true, .. } => bail!(
+            "update --full runs the agent in this process: add --direct (cairn-updated's D-Bus API has no full-download option)"
+        ),
+        Cmd::Update {
+            now, ref version, ..
+        } => {
             let mut ui = ProgressUi::new(cli.json);
             let mut watch = |u: &dbus::Update| match u {
                 dbus::Update::Progress(p) if p.chunks > 0 => {
@@ -219,10 +228,24 @@ fn in_process(cli: &Cli) -> Result<()> {
         Cmd::Check { now } => {
             agent.ignore_wave = now;
             let c = agent.check().context("checking for updates")?;
-            show_check(&serde_json::to_value(&c)?, cli.json)
+            let mut v = serde_json::to_value(&c)?;
+            // What installing it would download: reads the active slot, so
+            // only here, not in the service's periodic check.
+            if let Some(entry) = &c.decision.chosen {
+                let plan = agent
+                    .plan_download(entry)
+                    .context("planning the download")?;
+                v["download"] = serde_json::to_value(&plan)?;
+            }
+            show_check(&v, cli.json)
         }
-        Cmd::Update { now, ref version } => {
+        Cmd::Update {
+            now,
+            ref version,
+            full,
+        } => {
             agent.ignore_wave = now;
+            agent.full_download |= full;
             let version = version
                 .as_deref()
                 .map(|v| Version::parse(v).with_context(|| format!("--version {v:?}")))
@@ -477,6 +500,25 @@ fn show_check(c: &Value, json: bool) -> Result<()> {
             let why = serde_json::from_value::<cairn_updater::plan::Skipped>(s.clone())
                 .map_or_else(|_| s.to_string(), |k| k.skip.describe());
             outln!("  skipped {}: {why}", text(&s["version"]));
+        }
+    }
+    let d = &c["download"];
+    if !d.is_null() {
+        let mb = |k: &str| d[k].as_u64().unwrap_or(0) as f64 / 1e6;
+        let full = mb("full_bytes");
+        let usr = mb("usr_bytes");
+        match d["method"].as_str() {
+            Some("delta") => outln!(
+                "  download: {usr:.2} MB of /usr by delta ({:.1} % of the full {full:.2} MB; {} blocks copied from the active slot, {} fetched in {} requests)",
+                100.0 * usr / full.max(f64::MIN_POSITIVE),
+                text(&d["blocks_copied"]),
+                text(&d["blocks_fetched"]),
+                text(&d["requests"])
+            ),
+            _ => outln!(
+                "  download: {full:.2} MB of /usr, the full image ({})",
+                text(&d["reason"])
+            ),
         }
     }
     Ok(())

@@ -296,7 +296,10 @@ fn whether_the_boot_needs_the_network() -> std::io::Result<()> {
         "proc/cmdline",
         "cairn.config.url=http://10.0.0.1/a.toml\n",
     )?;
-    assert!(s.needs_network());
+    assert_eq!(
+        s.network_reason().as_deref(),
+        Some("cairn.config.url = http://10.0.0.1/a.toml")
+    );
     write(d.path(), &format!("{FW}/raw"), "")?;
     assert!(!s.needs_network());
     std::fs::remove_file(d.path().join(FW).join("raw"))?;
@@ -304,6 +307,10 @@ fn whether_the_boot_needs_the_network() -> std::io::Result<()> {
     // On EC2: yes, unless the board leaves EC2 out.
     dmi("Amazon EC2", "")?;
     assert!(s.needs_network());
+    assert_eq!(
+        s.network_reason().as_deref(),
+        Some("EC2 (DMI): its metadata service")
+    );
     write(d.path(), board_files::CONFIG_SOURCES, "fw_cfg\noem\n")?;
     assert!(!s.needs_network());
     std::fs::remove_file(d.path().join(board_files::CONFIG_SOURCES))?;

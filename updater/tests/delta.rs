@@ -1,0 +1,452 @@
+//! Delta updates (issue 13) against the loopback server: releases with a
+//! block index, a host whose active slot holds an older release, and the
+//! server's count of the bytes it served.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use cairn_updater::fixture::{self, BOARD, NOW, Server};
+use cairn_updater::{Agent, Event, Target};
+use disk_layout::{Arch, Slot, boot_files};
+use gpt_slots::Attrs;
+use release_manifest::{Manifest, ManifestFields, ReleaseWriter, Version};
+use release_repo::{Root, Wave};
+
+const CHUNK: u64 = 64 << 10;
+const SLOT: u64 = 8 << 20;
+
+/// 4 KiB block number `id`: half pseudo-random, half a pattern (about 2:1
+/// compressible, like a file system image), different for every id.
+fn block(id: u64) -> Vec<u8> {
+    let mut x = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut b = vec![0u8; 4096];
+    for (i, v) in b.iter_mut().enumerate() {
+        if i < 2048 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *v = x as u8;
+        } else {
+            *v = (id as usize + i / 64) as u8;
+        }
+    }
+    b
+}
+
+/// A usr data area from block ids.
+fn data(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
+    ids.into_iter().flat_map(block).collect()
+}
+
+/// Release `version` with `usr_data` (whole blocks) + its verity tree, the
+/// signed boot files and the block index. Returns (release dir, usr image).
+fn release(out: &Path, version: &str, usr_data: &[u8], salt: u8) -> (PathBuf, Vec<u8>) {
+    std::fs::create_dir_all(out).unwrap();
+    let img = out.join(format!("usr-{version}.img"));
+    std::fs::write(&img, usr_data).unwrap();
+    let data_blocks = usr_data.len() as u64 / 4096;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let info = verity_tree::format(
+        &mut f,
+        &verity_tree::Params {
+            data_blocks,
+            hash_offset: data_blocks * 4096,
+            salt: [salt; 32],
+            uuid: [7; 16],
+        },
+    )
+    .unwrap();
+    drop(f);
+    let kernel = format!("kernel {version}\n").repeat(3000).into_bytes();
+    let initrd = format!("initrd {version}\n").repeat(2000).into_bytes();
+    let cmdline = format!(
+        "console=ttyS0 usrhash={} cairn.verity={}:{}:{}",
+        hex::encode(info.root_hash),
+        info.data_blocks,
+        info.hash_offset,
+        hex::encode(info.salt)
+    )
+    .into_bytes();
+    let key = fixture::build_key();
+    let sig = boot_sig::sign_line(key.seed(), &kernel, &initrd, &cmdline);
+    let dir = out.join(format!("release-{version}"));
+    let mut w = ReleaseWriter::create(&dir).unwrap();
+    w.add_image_file("usr", &img, CHUNK, Some(info.into()))
+        .unwrap();
+    block_delta::add_to_release(&mut w, "usr", &img, 3).unwrap();
+    for (name, bytes) in [
+        (boot_files::KERNEL, &kernel[..]),
+        (boot_files::INITRD, &initrd[..]),
+        (boot_files::CMDLINE, &cmdline[..]),
+        (boot_files::SIGNATURE, &sig[..]),
+    ] {
+        w.add_image(name, bytes, 4096 * 16, None).unwrap();
+    }
+    w.finish(
+        ManifestFields {
+            board: BOARD.into(),
+            arch: Arch::X86_64.name().into(),
+            version: Version::parse(version).unwrap(),
+            created: NOW - 86_400,
+            expires: None,
+            packages: vec![],
+        },
+        &[key],
+    )
+    .unwrap();
+    let image = std::fs::read(&img).unwrap();
+    (dir, image)
+}
+
+struct Delta {
+    dir: tempfile::TempDir,
+    root: Root,
+    target: Target,
+    server: Server,
+    /// The usr image of each release, by version.
+    images: Vec<(String, Vec<u8>)>,
+}
+
+impl Delta {
+    /// Releases `(version, usr data)` published on `stable`; the host runs
+    /// the first one from slot A (its image written there, as an install would).
+    fn new(releases: &[(&str, Vec<u8>)]) -> Delta {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dirs = Vec::new();
+        let mut images = Vec::new();
+        for (v, d) in releases {
+            // One salt, as a rebuild from the same inputs derives it.
+            let (rd, img) = release(&dir.path().join("build"), v, d, 1);
+            dirs.push(rd);
+            images.push((v.to_string(), img));
+        }
+        let repo = dir.path().join("repo");
+        let root = fixture::make_repo(&repo, &[&dirs[0]]).unwrap();
+        for d in &dirs[1..] {
+            fixture::publish(&repo, d, Wave::immediate(NOW)).unwrap();
+        }
+        let target = fixture::make_target(&dir.path().join("host"), SLOT).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(
+            &std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target.slot_a)
+                .unwrap(),
+            &images[0].1,
+            0,
+        )
+        .unwrap();
+        let server = Server::start(&repo).unwrap();
+        Delta {
+            dir,
+            root,
+            target,
+            server,
+            images,
+        }
+    }
+
+    fn agent(&self) -> Agent {
+        fixture::agent(
+            &self.target,
+            &self.dir.path().join("state"),
+            &self.server.url,
+            &self.root,
+            Slot::A,
+            &self.images[0].0,
+            fixture::fast_http(),
+        )
+    }
+
+    fn image(&self, version: &str) -> &[u8] {
+        &self.images.iter().find(|(v, _)| v == version).unwrap().1
+    }
+
+    fn manifest(&self, version: &str) -> Manifest {
+        let d = self
+            .dir
+            .path()
+            .join(format!("repo/releases/{BOARD}/{version}"));
+        Manifest::load(&d, &[fixture::build_key().public()], 1).unwrap()
+    }
+
+    /// The compressed size of the full usr image of `version`.
+    fn full(&self, version: &str) -> u64 {
+        let m = self.manifest(version);
+        m.image("usr").unwrap().chunks.iter().map(|c| c.zsize).sum()
+    }
+
+    fn sent(&self) -> u64 {
+        self.server.faults.sent.load(Ordering::SeqCst)
+    }
+
+    /// Installs what the check chooses; returns (phases reported, body bytes
+    /// the server sent for it).
+    fn install(&self, agent: &Agent) -> (Vec<String>, u64) {
+        let before = self.sent();
+        let entry = agent.check().unwrap().decision.chosen.unwrap();
+        let mut phases = Vec::new();
+        agent
+            .apply(&entry, &mut |e| {
+                if let Event::Phase(p) = e {
+                    phases.push(p);
+                }
+            })
+            .unwrap();
+        (phases, self.sent() - before)
+    }
+
+    /// Slot B holds exactly `version`'s usr image and is set to boot next.
+    fn assert_installed(&self, version: &str) {
+        let want = self.image(version);
+        let got = std::fs::read(&self.target.slot_b).unwrap();
+        assert!(
+            got[..want.len()] == *want,
+            "slot B does not hold the {version} image"
+        );
+        let a = self.target.read_attrs().unwrap();
+        assert_eq!(a.get(Slot::B), Attrs::new(2, 3, false), "slot B attributes");
+    }
+}
+
+/// Boot files and metadata: what a usr delta cannot save.
+fn overhead(m: &Manifest) -> u64 {
+    m.images
+        .iter()
+        .filter(|i| !i.name.starts_with("usr"))
+        .flat_map(|i| &i.chunks)
+        .map(|c| c.zsize)
+        .sum::<u64>()
+        + (32 << 10)
+}
+
+fn has(phases: &[String], text: &str) -> bool {
+    phases.iter().any(|p| p.contains(text))
+}
+
+#[test]
+fn one_added_file_fetches_only_its_blocks_by_range() {
+    // v2 = v1 with 12 new blocks in the middle: every later block shifts.
+    let v1: Vec<u64> = (0..600).collect();
+    let mut v2 = v1.clone();
+    v2.splice(300..300, 10_000..10_012);
+    let d = Delta::new(&[("1.0.0", data(v1)), ("1.1.0", data(v2))]);
+    let (phases, sent) = d.install(&d.agent());
+    d.assert_installed("1.1.0");
+    assert!(has(&phases, "blocks copied"), "{phases:#?}");
+    let full = d.full("1.1.0");
+    let usr_sent = sent - overhead(&d.manifest("1.1.0")).min(sent);
+    eprintln!("one added file: {sent} bytes served, full usr payload {full}; {phases:#?}");
+    // 12 new data blocks, the verity tree, and the index.
+    assert!(usr_sent * 5 < full, "{usr_sent} of {full}");
+    let ranges = d
+        .server
+        .log()
+        .iter()
+        .filter(|l| l.contains("chunks/") && !l.ends_with("None"))
+        .count();
+    assert!(
+        ranges <= 3,
+        "coalesced Range requests: {:#?}",
+        d.server.log()
+    );
+}
+
+#[test]
+fn an_identical_release_fetches_no_usr_blocks() {
+    let v1 = data(0..400);
+    let d = Delta::new(&[("1.0.0", v1.clone()), ("1.0.1", v1)]);
+    let agent = d.agent();
+    let entry = agent.check().unwrap().decision.chosen.unwrap();
+    let plan = agent.plan_download(&entry).unwrap();
+    assert_eq!(plan.method, "delta");
+    assert_eq!(plan.blocks_fetched, 0, "{plan:?}");
+    let (phases, _) = d.install(&agent);
+    d.assert_installed("1.0.1");
+    assert!(has(&phases, "fetched in 0 requests"), "{phases:#?}");
+    assert!(
+        !d.server
+            .log()
+            .iter()
+            .any(|l| l.contains("chunks/") && !l.ends_with("None")),
+        "{:#?}",
+        d.server.log()
+    );
+}
+
+#[test]
+fn a_host_two_releases_behind_reuses_what_it_has() {
+    // v2 drops blocks 100..200 of v1; v3 brings them back and adds 5 new ones.
+    let v1: Vec<u64> = (0..500).collect();
+    let v2: Vec<u64> = (0..100).chain(200..500).chain(20_000..20_050).collect();
+    let v3: Vec<u64> = (0..500).chain(30_000..30_005).collect();
+    let d = Delta::new(&[
+        ("1.0.0", data(v1)),
+        ("1.1.0", data(v2)),
+        ("1.2.0", data(v3)),
+    ]);
+    let (phases, sent) = d.install(&d.agent());
+    d.assert_installed("1.2.0");
+    assert!(has(&phases, "blocks copied"), "{phases:#?}");
+    let full = d.full("1.2.0");
+    let usr_sent = sent - overhead(&d.manifest("1.2.0")).min(sent);
+    assert!(usr_sent * 4 < full, "{usr_sent} of {full}");
+}
+
+#[test]
+fn a_corrupted_local_block_is_fetched_not_copied() {
+    let v1: Vec<u64> = (0..300).collect();
+    let v2: Vec<u64> = (0..300).chain(40_000..40_002).collect();
+    let d = Delta::new(&[("1.0.0", data(v1)), ("1.1.0", data(v2))]);
+    let agent = d.agent();
+    let entry = agent.check().unwrap().decision.chosen.unwrap();
+    let clean = agent.plan_download(&entry).unwrap();
+    // Bit rot in block 150 of the active slot.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&d.target.slot_a)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"rot", 150 * 4096 + 9).unwrap();
+    let rotten = agent.plan_download(&entry).unwrap();
+    assert_eq!(
+        rotten.blocks_fetched,
+        clean.blocks_fetched + 1,
+        "{rotten:?}"
+    );
+    d.install(&agent);
+    d.assert_installed("1.1.0");
+}
+
+#[test]
+fn tampered_delta_data_falls_back_to_the_full_download() {
+    let v1: Vec<u64> = (0..300).collect();
+    let v2: Vec<u64> = (0..150).chain(50_000..50_020).chain(150..300).collect();
+    let d = Delta::new(&[("1.0.0", data(v1)), ("1.1.0", data(v2))]);
+    // Flip a byte in every chunk file of the blocks image on the server.
+    let m = d.manifest("1.1.0");
+    for c in &m.image("usr.blocks").unwrap().chunks {
+        let p = d.dir.path().join("repo").join(&c.file);
+        let mut b = std::fs::read(&p).unwrap();
+        for i in (0..b.len()).step_by(1000) {
+            b[i] ^= 0x40;
+        }
+        std::fs::write(&p, b).unwrap();
+    }
+    let (phases, sent) = d.install(&d.agent());
+    d.assert_installed("1.1.0");
+    assert!(has(&phases, "does not match the sha256"), "{phases:#?}");
+    assert!(has(&phases, "downloading the full image"), "{phases:#?}");
+    assert!(sent >= d.full("1.1.0"), "{sent}");
+}
+
+#[test]
+fn full_download_when_asked() {
+    let v1 = data(0..300);
+    let d = Delta::new(&[("1.0.0", v1.clone()), ("1.0.1", v1)]);
+    let mut agent = d.agent();
+    agent.full_download = true;
+    let (phases, sent) = d.install(&agent);
+    d.assert_installed("1.0.1");
+    assert!(!has(&phases, "delta"), "{phases:#?}");
+    assert!(sent >= d.full("1.0.1"), "{sent}");
+    assert!(
+        !d.server.log().iter().any(|l| l.contains("blockindex")),
+        "the index is not fetched for a full download"
+    );
+}
+
+#[test]
+fn a_dropped_range_response_resumes() {
+    let v1: Vec<u64> = (0..300).collect();
+    let v2: Vec<u64> = (0..100).chain(60_000..60_010).chain(100..300).collect();
+    let d = Delta::new(&[("1.0.0", data(v1)), ("1.1.0", data(v2))]);
+    // The connection drops in the middle of the first Range response.
+    let m = d.manifest("1.1.0");
+    let blocks_file = m.image("usr.blocks").unwrap().chunks[0].file.clone();
+    *d.server.faults.drop_once.lock().unwrap() = Some((blocks_file, 100));
+    let (phases, _) = d.install(&d.agent());
+    d.assert_installed("1.1.0");
+    assert!(has(&phases, "blocks copied"), "{phases:#?}");
+    let ranges: Vec<String> = d
+        .server
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("chunks/") && !l.ends_with("None"))
+        .collect();
+    assert!(
+        ranges.len() >= 2,
+        "the broken range was asked for again: {ranges:#?}"
+    );
+}
+
+fn cairnctl(d: &Delta, args: &[&str]) -> (bool, String, String) {
+    fixture::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_cairnctl"))
+            .args(fixture::cairnctl_args(d.dir.path(), &d.server.url))
+            .args(args),
+    )
+}
+
+#[test]
+fn cairnctl_check_shows_the_planned_download_and_update_full_skips_the_delta() {
+    let v1: Vec<u64> = (0..400).collect();
+    let v2: Vec<u64> = (0..200).chain(70_000..70_004).chain(200..400).collect();
+    let d = Delta::new(&[("1.0.0", data(v1)), ("1.1.0", data(v2))]);
+    // Off by default: the full download is planned.
+    fixture::write_host_files(d.dir.path(), &d.root, "[update]\nchannel = \"stable\"\n").unwrap();
+    let (ok, out, err) = cairnctl(&d, &["check", "--now"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("the full image (deltas are off"), "{out}");
+    fixture::write_host_files(
+        d.dir.path(),
+        &d.root,
+        "[update]\nchannel = \"stable\"\ndelta = true\n",
+    )
+    .unwrap();
+
+    let (ok, out, err) = cairnctl(&d, &["check", "--now"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("by delta"), "{out}");
+    let (ok, out, err) = cairnctl(&d, &["--json", "check", "--now"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let planned = v["download"]["usr_bytes"].as_u64().unwrap();
+    assert!(planned * 4 < d.full("1.1.0"), "{out}");
+    assert!(
+        v["download"]["blocks_fetched"].as_u64().unwrap() > 0,
+        "{out}"
+    );
+
+    let before = d.sent();
+    let (ok, out, err) = cairnctl(&d, &["update", "--now", "--full"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("reboot needed"), "{out}");
+    assert!(!err.contains("delta"), "{err}");
+    assert!(d.sent() - before >= d.full("1.1.0"));
+    d.assert_installed("1.1.0");
+}
+
+/// Range requests: any part of a file, including all of it from 0 (a
+/// server may answer that with 206 or 200).
+#[test]
+fn get_range_returns_exactly_the_bytes_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let body: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(dir.path().join("f"), &body).unwrap();
+    let server = Server::start(dir.path()).unwrap();
+    let http = cairn_updater::http::Http::new(&server.url, fixture::fast_http());
+    let mut buf = Vec::new();
+    // (start, len)
+    for (start, len) in [(0, 10_000), (0, 1), (5000, 5000), (9999, 1), (123, 4567)] {
+        http.get_range("f", start, len, &mut buf).unwrap();
+        assert_eq!(buf, body[start as usize..][..len as usize], "{start}+{len}");
+    }
+    assert!(
+        http.get_range("f", 9000, 2000, &mut buf).is_err(),
+        "past the end"
+    );
+}
