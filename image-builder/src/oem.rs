@@ -13,9 +13,9 @@
 //! Everything is checked before anything is written: the config with
 //! cairn-config's own parser (strict, as `cairn-config check`), the
 //! signature's shape, the destination paths, the image's GPT and its OEM
-//! partition. A qcow2 image is converted to a temporary raw file beside it,
-//! edited, converted back and renamed over the original, so a failure
-//! leaves the original untouched.
+//! partition. The image is edited as a copy beside it (a sparse raw copy,
+//! or for qcow2 a raw conversion converted back) that is renamed over the
+//! original, so a failure leaves the original untouched.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -483,28 +483,55 @@ pub fn oem_command(image: &Path, inputs: &Inputs) -> Result<Written> {
         .prefix("cairn-oem.")
         .tempdir()
         .context("cannot create a scratch folder for the OEM filesystem")?;
-    if !is_qcow2(image)? {
-        return apply(image, &files, work.path());
-    }
+    let qcow2 = is_qcow2(image)?;
     let dir = image
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // The qcow2 round trip beside the image: the result is renamed over it
-    // within one filesystem, and the raw copy is as sparse as the image.
+    // Edited as a copy beside the image, then renamed over it within one
+    // filesystem: a failure or a crash leaves the original as it was. The
+    // raw copy is as sparse as the image (and a reflink where the
+    // filesystem has them).
     let beside = tempfile::Builder::new()
         .prefix(".cairn-oem.")
         .tempdir_in(dir)
         .with_context(|| format!("cannot create a scratch folder in {}", dir.display()))?;
     let raw = beside.path().join("disk.raw");
-    convert(image, "qcow2", &raw, "raw")?;
+    if qcow2 {
+        convert(image, "qcow2", &raw, "raw")?;
+    } else {
+        copy_sparse(image, &raw)?;
+    }
     let written = apply(&raw, &files, work.path())?;
-    let out = beside.path().join("disk.qcow2");
-    convert(&raw, "raw", &out, "qcow2")?;
+    let out = if qcow2 {
+        let out = beside.path().join("disk.qcow2");
+        convert(&raw, "raw", &out, "qcow2")?;
+        out
+    } else {
+        raw
+    };
     durable_file::sync_file(&out)?;
     std::fs::rename(&out, image).with_context(|| format!("cannot replace {}", image.display()))?;
     durable_file::sync_dir(dir)?;
     Ok(written)
+}
+
+/// `cp --sparse=always --reflink=auto --preserve=mode`: holes stay holes.
+fn copy_sparse(src: &Path, dst: &Path) -> Result<()> {
+    let out = Command::new("cp")
+        .args(["--sparse=always", "--reflink=auto", "--preserve=mode"])
+        .arg(src)
+        .arg(dst)
+        .output()
+        .context("cannot run cp")?;
+    if !out.status.success() {
+        bail!(
+            "cannot copy {} beside itself to edit it: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// A line for the operator: what `files` are.

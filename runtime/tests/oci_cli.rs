@@ -313,10 +313,13 @@ fn memory_limit_applied() {
     }
     let limit = 32u64 << 20;
     // The container's own memory cgroup is its /sys/fs/cgroup/memory root on
-    // v1; allocation beyond the limit must end in the OOM killer.
+    // v1; allocation beyond the limit must end in the OOM killer. The
+    // allocating pipeline volunteers to be its victim (oom_score_adj 1000,
+    // inherited by head and tail): once in a CI run the killer chose the
+    // container's shell, whose exit then hid the result.
     let c = with_resources(
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
-         head -c 200m /dev/zero | tail > /dev/null; echo tail=$?",
+         (echo 1000 > /proc/self/oom_score_adj; head -c 200m /dev/zero | tail > /dev/null); echo tail=$?",
         json!({"memory": {"limit": limit, "swap": limit}, "devices": [{"allow": false, "access": "rwm"}]}),
     );
     let b = Bundle::new(&c);

@@ -12,7 +12,7 @@ use disk_layout::Arch;
 pub fn run(name: &str) -> Result<()> {
     match name {
         "build" => build(),
-        "boot" => boot(),
+        "boot" => boot(&[]),
         "update" => update(),
         other => bail!(
             "unknown benchmark {other:?}: try `build`, `boot`, `update`, `runtime` or `fleet`"
@@ -123,11 +123,31 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Boot timing of the qemu-x86_64 image: the full UEFI chain, and direct
-/// kernel boots of the same kernel and disk with cairn-init and with Debian's
-/// initramfs-tools initrd (erofs added; /usr from ROOT's fstab, no verity).
-pub fn boot() -> Result<()> {
+/// Boot timing of the qemu-x86_64 image: the full UEFI chain, direct kernel
+/// boots of the same kernel and disk with cairn-init and with Debian's
+/// initramfs-tools initrd (erofs added; /usr from ROOT's fstab, no verity),
+/// and the host config's sources. Options: `--rounds N` (5: medians, as TCG
+/// boot times swing by seconds on a shared host), `--sources-only`.
+pub fn boot(args: &[String]) -> Result<()> {
     use qemu_tests::{Vm, VmSpec};
+    let mut rounds = 5;
+    let mut sources_only = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--sources-only" => sources_only = true,
+            "--rounds" => {
+                rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| anyhow::anyhow!("--rounds needs a number above 0"))?;
+            }
+            other => {
+                bail!("unknown option {other:?} of bench boot: use --rounds N, --sources-only")
+            }
+        }
+    }
     setup::setup()?;
     // Its own image: the VM scenarios may be booting out/test-* meanwhile.
     let image = crate::build_image("qemu-x86_64", &root().join("out/bench-qemu-x86_64"))?;
@@ -136,10 +156,11 @@ pub fn boot() -> Result<()> {
         std::fs::remove_dir_all(&work)?;
     }
     std::fs::create_dir_all(&work)?;
+    if sources_only {
+        return config_sources(&image.join("disk.raw"), &work, rounds);
+    }
     let info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(image.join("build-info.json"))?)?;
-    // Medians of 5: TCG boot times swing by seconds on a shared host.
-    let rounds = 5;
 
     // 1. The real chain: OVMF -> cairn-boot -> kernel -> cairn-init -> systemd.
     let mut uefi = Vec::new();

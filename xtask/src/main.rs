@@ -396,6 +396,9 @@ fn bench(name: &str, args: &[String]) -> Result<()> {
     if name == "delta" {
         return bench_delta::run(args);
     }
+    if name == "boot" {
+        return bench::boot(args);
+    }
     if !args.is_empty() {
         bail!("benchmark {name:?} takes no options");
     }
