@@ -288,7 +288,8 @@ pub fn boot(args: &[String]) -> Result<()> {
     config_sources(&image.join("disk.raw"), &work, rounds)
 }
 
-/// Kernel start -> the host config applied, by where it comes from: fw_cfg
+/// Kernel start (the boot manager's hand-off) -> the host config applied,
+/// by where it comes from: fw_cfg
 /// (found first), no source at all (every source probed and absent), and
 /// EC2 user data from a metadata service (the early pass hands over to
 /// cairn-config-network.service once DHCP is up).
@@ -316,7 +317,9 @@ fn config_sources(disk: &Path, work: &Path, rounds: usize) -> Result<()> {
             std::fs::create_dir_all(&art)?;
             let mut vm = Vm::start(spec, &art)?;
             vm.wait_for(applied, Duration::from_secs(300))?;
-            let t = vm.marker_times(&["Linux version".into(), applied.into()]);
+            // `quiet`: the kernel prints nothing; the boot manager's hand-off
+            // is the kernel's start.
+            let t = vm.marker_times(&["cairn-boot: starting slot".into(), applied.into()]);
             vm.kill()?;
             if let (Some(k), Some(a)) = (t[0], t[1]) {
                 spans.push(a - k);
