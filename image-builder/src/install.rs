@@ -801,24 +801,8 @@ mod tests {
         let backing = d.path().join("backing");
         let bytes = image_bytes + 32 * MIB;
         File::create(&backing).unwrap().set_len(bytes).unwrap();
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&backing)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let loopdev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        struct Detach(PathBuf);
-        impl Drop for Detach {
-            fn drop(&mut self) {
-                let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-            }
-        }
-        let _detach = Detach(loopdev.clone());
+        let loop_device = host_tools::LoopDevice::attach(&backing);
+        let loopdev = loop_device.path.clone();
 
         // The backing file is in use.
         let e = format!(

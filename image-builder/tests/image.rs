@@ -791,24 +791,8 @@ fn install_writes_verifies_and_refuses_a_used_disk() {
         .unwrap()
         .set_len(image_bytes + (512 << 20))
         .unwrap();
-    let out = Command::new("losetup")
-        .args(["--find", "--show"])
-        .arg(&backing)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "losetup: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    struct Detach(PathBuf);
-    impl Drop for Detach {
-        fn drop(&mut self) {
-            let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-        }
-    }
-    let _detach = Detach(dev.clone());
+    let loop_device = host_tools::LoopDevice::attach(&backing);
+    let dev = loop_device.path.clone();
     let (ok, _, err) = install(&dev, &b.dir.join("disk.qcow2"), false);
     assert!(ok, "install onto {}: {err}", dev.display());
     check_installed(&dev);

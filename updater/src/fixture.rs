@@ -108,7 +108,22 @@ pub fn make_release_with(
     )?;
     f.sync_all()?;
     drop(f);
-    let key = build_key();
+    let mut w = ReleaseWriter::create(&dir)?;
+    w.add_image_file("usr", &img_path, chunk_size, Some(info.into()))?;
+    finish_release(w, version, &info, boot_key)?;
+    std::fs::remove_file(&img_path)?;
+    Ok(dir)
+}
+
+/// Adds the boot files of test release `version` (the command line carries
+/// `info`, `boot.sig` is made by `boot_key`) to `w` and signs the manifest
+/// with [`build_key`].
+pub fn finish_release(
+    mut w: ReleaseWriter,
+    version: &str,
+    info: &verity_tree::VerityInfo,
+    boot_key: &KeyPair,
+) -> Result<(), BoxError> {
     let kernel = format!("kernel {version}\n").repeat(3000).into_bytes();
     let initrd = format!("initrd {version}\n").repeat(2000).into_bytes();
     let cmdline = format!(
@@ -120,8 +135,6 @@ pub fn make_release_with(
     )
     .into_bytes();
     let sig = boot_sig::sign_line(boot_key.seed(), &kernel, &initrd, &cmdline);
-    let mut w = ReleaseWriter::create(&dir)?;
-    w.add_image_file("usr", &img_path, chunk_size, Some(info.into()))?;
     for (name, bytes) in [
         (boot_files::KERNEL, &kernel[..]),
         (boot_files::INITRD, &initrd[..]),
@@ -139,10 +152,9 @@ pub fn make_release_with(
             expires: None,
             packages: vec![],
         },
-        &[key],
+        &[build_key()],
     )?;
-    std::fs::remove_file(&img_path)?;
-    Ok(dir)
+    Ok(())
 }
 
 /// A repository at `repo` with `releases` published on `stable`.

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 
 use cairn_updater::fixture::{self, BOARD, NOW, Server};
 use cairn_updater::{Agent, Event, Target};
-use disk_layout::{Arch, Slot, boot_files};
+use disk_layout::Slot;
 use gpt_slots::Attrs;
-use release_manifest::{Manifest, ManifestFields, ReleaseWriter, Version};
+use release_manifest::{Manifest, ReleaseWriter};
 use release_repo::{Root, Wave};
 
 const CHUNK: u64 = 64 << 10;
@@ -61,43 +61,12 @@ fn release(out: &Path, version: &str, usr_data: &[u8], salt: u8) -> (PathBuf, Ve
     )
     .unwrap();
     drop(f);
-    let kernel = format!("kernel {version}\n").repeat(3000).into_bytes();
-    let initrd = format!("initrd {version}\n").repeat(2000).into_bytes();
-    let cmdline = format!(
-        "console=ttyS0 usrhash={} cairn.verity={}:{}:{}",
-        hex::encode(info.root_hash),
-        info.data_blocks,
-        info.hash_offset,
-        hex::encode(info.salt)
-    )
-    .into_bytes();
-    let key = fixture::build_key();
-    let sig = boot_sig::sign_line(key.seed(), &kernel, &initrd, &cmdline);
     let dir = out.join(format!("release-{version}"));
     let mut w = ReleaseWriter::create(&dir).unwrap();
     w.add_image_file("usr", &img, CHUNK, Some(info.into()))
         .unwrap();
     block_delta::add_to_release(&mut w, "usr", &img, 3).unwrap();
-    for (name, bytes) in [
-        (boot_files::KERNEL, &kernel[..]),
-        (boot_files::INITRD, &initrd[..]),
-        (boot_files::CMDLINE, &cmdline[..]),
-        (boot_files::SIGNATURE, &sig[..]),
-    ] {
-        w.add_image(name, bytes, 4096 * 16, None).unwrap();
-    }
-    w.finish(
-        ManifestFields {
-            board: BOARD.into(),
-            arch: Arch::X86_64.name().into(),
-            version: Version::parse(version).unwrap(),
-            created: NOW - 86_400,
-            expires: None,
-            packages: vec![],
-        },
-        &[key],
-    )
-    .unwrap();
+    fixture::finish_release(w, version, &info, &fixture::build_key()).unwrap();
     let image = std::fs::read(&img).unwrap();
     (dir, image)
 }

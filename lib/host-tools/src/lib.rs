@@ -11,6 +11,9 @@
 use std::path::{Path, PathBuf};
 
 pub mod etcd;
+mod loop_device;
+
+pub use loop_device::LoopDevice;
 
 /// Set to `1` by `cargo xtask test`: every prerequisite must be there.
 pub const REQUIRE_ENV: &str = "CAIRN_REQUIRE_IMAGE_TESTS";

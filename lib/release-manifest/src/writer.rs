@@ -100,15 +100,9 @@ impl ReleaseWriter {
         )
     }
 
-    /// Cuts `input` into `chunk_size` chunks (use [`DEFAULT_CHUNK_SIZE`]), writes each
-    /// compressed to `chunks/<zsha256>.zst` and records the image.
-    pub fn add_image<R: Read>(
-        &mut self,
-        name: &str,
-        mut input: R,
-        chunk_size: u64,
-        verity: Option<Verity>,
-    ) -> Result<&Image, Error> {
+    /// A new image needs a name not used yet and a chunk size in range, in
+    /// whole 4 KiB blocks.
+    fn check_new_image(&self, name: &str, chunk_size: u64) -> Result<(), Error> {
         if self.images.iter().any(|i| i.name == name) {
             return Err(CheckError::DuplicateImage(name.to_string()).into());
         }
@@ -121,6 +115,19 @@ impl ReleaseWriter {
             }
             .into());
         }
+        Ok(())
+    }
+
+    /// Cuts `input` into `chunk_size` chunks (use [`DEFAULT_CHUNK_SIZE`]), writes each
+    /// compressed to `chunks/<zsha256>.zst` and records the image.
+    pub fn add_image<R: Read>(
+        &mut self,
+        name: &str,
+        mut input: R,
+        chunk_size: u64,
+        verity: Option<Verity>,
+    ) -> Result<&Image, Error> {
+        self.check_new_image(name, chunk_size)?;
         let chunks_dir = self.dir.join(CHUNKS_DIR);
         let (level, threads) = (self.level, self.threads);
         let mut hasher = Sha256::new();
@@ -215,18 +222,7 @@ impl ReleaseWriter {
         name: &str,
         chunk_size: u64,
     ) -> Result<PrecompressedImage<'_>, Error> {
-        if self.images.iter().any(|i| i.name == name) {
-            return Err(CheckError::DuplicateImage(name.to_string()).into());
-        }
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size)
-            || !chunk_size.is_multiple_of(4096)
-        {
-            return Err(CheckError::BadChunkSize {
-                image: name.to_string(),
-                chunk_size,
-            }
-            .into());
-        }
+        self.check_new_image(name, chunk_size)?;
         Ok(PrecompressedImage {
             writer: self,
             name: name.to_string(),
