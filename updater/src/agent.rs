@@ -142,6 +142,40 @@ pub fn expired_message(what: &str, expires: u64, clock: u64, floor: u64) -> Stri
     }
 }
 
+/// A whole image of at most `max` bytes (`what` names it in the error):
+/// every chunk checked against its signed hashes, then the total.
+pub(crate) fn fetch_image(
+    http: &Http,
+    image: &Image,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>, Error> {
+    if image.size > max {
+        return Err(Error::BadRelease(format!(
+            "{what} {} is {} bytes, over the {max} allowed",
+            image.name, image.size
+        )));
+    }
+    let mut out = Vec::with_capacity(image.size as usize);
+    for c in &image.chunks {
+        let compressed = http.get(&c.file, c.zsize, Some(c.zsize))?;
+        let plain = ChunkVerifier::new(c)
+            .verify(&compressed)
+            .map_err(|cause| Error::Release {
+                what: c.file.clone(),
+                cause,
+            })?;
+        out.extend_from_slice(&plain);
+    }
+    if Sha256::digest(&out)[..] != image.sha256.0 {
+        return Err(Error::Release {
+            what: image.name.clone(),
+            cause: release_manifest::Error::ImageSha256(image.name.clone()),
+        });
+    }
+    Ok(out)
+}
+
 impl Agent {
     /// The time expiry is judged by: the clock, never below the trusted floor
     /// ([`Agent::time_floor`]), so a clock set back cannot revive expired
@@ -565,36 +599,9 @@ impl Agent {
         Ok(m)
     }
 
-    /// Downloads and verifies one chunk.
-    fn fetch_chunk(&self, chunk: &release_manifest::Chunk) -> Result<Vec<u8>, Error> {
-        let compressed = self.http.get(&chunk.file, chunk.zsize, Some(chunk.zsize))?;
-        ChunkVerifier::new(chunk)
-            .verify(&compressed)
-            .map_err(|source| Error::Release {
-                what: chunk.file.clone(),
-                cause: source,
-            })
-    }
-
     /// A whole small image (boot files), every chunk and the total verified.
     fn fetch_small_image(&self, image: &Image) -> Result<Vec<u8>, Error> {
-        if image.size > MAX_BOOT_FILE {
-            return Err(Error::BadRelease(format!(
-                "boot file {} is {} bytes, over the {MAX_BOOT_FILE} allowed",
-                image.name, image.size
-            )));
-        }
-        let mut out = Vec::with_capacity(image.size as usize);
-        for c in &image.chunks {
-            out.extend_from_slice(&self.fetch_chunk(c)?);
-        }
-        if Sha256::digest(&out)[..] != image.sha256.0 {
-            return Err(Error::Release {
-                what: image.name.clone(),
-                cause: release_manifest::Error::ImageSha256(image.name.clone()),
-            });
-        }
-        Ok(out)
+        fetch_image(&self.http, image, MAX_BOOT_FILE, "boot file")
     }
 
     /// Installs `entry` into the inactive slot and makes it the next boot.

@@ -25,7 +25,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use block_delta::{BLOCK_SIZE, FrameLoc, Index, LocalBlocks, Plan, Source};
-use release_manifest::{ChunkVerifier, Image, Manifest};
+use release_manifest::{Image, Manifest};
 use sha2::{Digest, Sha256};
 use verity_tree::{VerityInfo, VerityStream};
 
@@ -131,29 +131,7 @@ pub fn fetch_index(
     };
     // 32-byte digests are 0.8 % of the image: anything much bigger is not an index.
     let cap = usr.size / 100 + (1 << 20);
-    if image.size > cap {
-        return Err(Error::BadRelease(format!(
-            "{index_name} is {} bytes, over the {cap} a block index of {} bytes may be",
-            image.size, usr.size
-        )));
-    }
-    let mut bytes = Vec::with_capacity(image.size as usize);
-    for c in &image.chunks {
-        let z = http.get(&c.file, c.zsize, Some(c.zsize))?;
-        let plain = ChunkVerifier::new(c)
-            .verify(&z)
-            .map_err(|cause| Error::Release {
-                what: c.file.clone(),
-                cause,
-            })?;
-        bytes.extend_from_slice(&plain);
-    }
-    if Sha256::digest(&bytes)[..] != image.sha256.0 {
-        return Err(Error::Release {
-            what: index_name.clone(),
-            cause: release_manifest::Error::ImageSha256(index_name),
-        });
-    }
+    let bytes = crate::agent::fetch_image(http, image, cap, "block index")?;
     let index = Index::decode(&bytes).map_err(|e| Error::BadRelease(e.to_string()))?;
     index
         .check_image(usr)
