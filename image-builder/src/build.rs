@@ -258,15 +258,7 @@ fn gather_inputs(opts: &Options, progress: &Progress) -> Result<Inputs> {
     check_foreign_arch(arch)?;
     let key = load_key(opts, progress)?;
     let dev = is_dev_key(&key);
-    let boot_efi = artifact(
-        opts.boot_efi.as_deref(),
-        arch.uefi_target(),
-        "cairn-boot.efi",
-        arch,
-    )?;
-    let boot_efi_bytes =
-        fs::read(&boot_efi).with_context(|| format!("cannot read {}", boot_efi.display()))?;
-    check_pe(&boot_efi_bytes, arch).with_context(|| format!("{}", boot_efi.display()))?;
+    let (boot_efi, boot_efi_bytes) = boot_manager(opts.boot_efi.as_deref(), arch)?;
     let init = artifact(opts.init.as_deref(), arch.musl_target(), "cairn-init", arch)?;
     let init_hash = sha256_file(&init)?;
     let usr_binaries = USR_BINARIES
@@ -416,15 +408,21 @@ fn boot_files(
         initrd,
         cmdline.as_bytes(),
     );
-    let mut efi = inputs.boot_efi_bytes.clone();
-    boot_sig::embed_keys(&mut efi, &[inputs.key.public().to_bytes()])
-        .map_err(|e| anyhow::anyhow!("{}: {e}", inputs.boot_efi.display()))?;
-    let slot_files = vec![
-        (boot_files::KERNEL, staged.kernel.clone()),
-        (boot_files::INITRD, initrd.to_vec()),
-        (boot_files::CMDLINE, cmdline.clone().into_bytes()),
-        (boot_files::SIGNATURE, sig.to_vec()),
-    ];
+    let efi = keyed_boot_manager(
+        &inputs.boot_efi,
+        &inputs.boot_efi_bytes,
+        &[inputs.key.public().to_bytes()],
+    )?;
+    let slot_files = SLOT_FILES
+        .iter()
+        .zip([
+            staged.kernel.clone(),
+            initrd.to_vec(),
+            cmdline.clone().into_bytes(),
+            sig.to_vec(),
+        ])
+        .map(|(&name, data)| (name, data))
+        .collect();
     Ok(BootFiles {
         cmdline,
         slot_files,
@@ -445,48 +443,80 @@ fn filesystems(
 ) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let disk = &inputs.board.disk;
     let step = progress.step("ESP, OEM and ROOT filesystems");
+    let esp_img = work.join("esp.img");
+    esp_image(
+        &esp_img,
+        disk,
+        inputs.arch,
+        &boot.efi,
+        &boot.slot_files,
+        epoch,
+    )?;
+    let oem_img = work.join("oem.img");
+    oem_image(&oem_img, disk, seed, epoch)?;
+    let root_img = work.join("root.img");
+    root_image(&root_img, disk, seed, epoch, &staged.top_symlinks)?;
+    step.done("");
+    Ok((esp_img, oem_img, root_img))
+}
+
+/// The ESP: the boot manager at the firmware's default path and slot A's
+/// boot files in its folder. `install` makes it from a release the same way.
+pub fn esp_image(
+    out: &Path,
+    disk: &board::Disk,
+    arch: Arch,
+    efi: &[u8],
+    slot_files: &[(&'static str, Vec<u8>)],
+    epoch: u64,
+) -> Result<()> {
     let slot_dir = Slot::A.esp_dir();
-    let mut esp_files = vec![(
-        inputs.arch.efi_default_loader().to_string(),
-        boot.efi.clone(),
-    )];
+    let mut esp_files = vec![(arch.efi_default_loader().to_string(), efi.to_vec())];
     esp_files.extend(
-        boot.slot_files
+        slot_files
             .iter()
             .map(|(n, d)| (format!("{slot_dir}/{n}"), d.clone())),
     );
-    let esp_img = work.join("esp.img");
     fsimage::fat32(
-        &esp_img,
+        out,
         disk.esp_mib,
         disk_layout::fs_labels::ESP,
         &esp_files,
         epoch,
-    )?;
-    let oem_img = work.join("oem.img");
-    let u = |p: &str| seed.guid(p);
+    )
+}
+
+/// The empty OEM filesystem, its ids derived from `seed`.
+pub fn oem_image(out: &Path, disk: &board::Disk, seed: &Seed, epoch: u64) -> Result<()> {
     fsimage::ext4(
-        &oem_img,
+        out,
         disk_layout::fs_labels::OEM,
-        u("oem fs"),
-        u("oem hash"),
+        seed.guid("oem fs"),
+        seed.guid("oem hash"),
         disk.oem_mib,
         &[],
         epoch,
-    )?;
-    let root_img = work.join("root.img");
-    let nodes = root_skeleton(&staged.top_symlinks);
+    )
+}
+
+/// The ROOT skeleton (it grows to the disk on first boot), its ids derived
+/// from `seed`; `top_symlinks` are the rootfs's merged-/usr links.
+pub fn root_image(
+    out: &Path,
+    disk: &board::Disk,
+    seed: &Seed,
+    epoch: u64,
+    top_symlinks: &[(String, String)],
+) -> Result<()> {
     fsimage::ext4(
-        &root_img,
+        out,
         disk_layout::fs_labels::ROOT,
-        u("root fs"),
-        u("root hash"),
+        seed.guid("root fs"),
+        seed.guid("root hash"),
         disk.root_mib,
-        &nodes,
+        &root_skeleton(top_symlinks),
         epoch,
-    )?;
-    step.done("");
-    Ok((esp_img, oem_img, root_img))
+    )
 }
 
 /// The signed release: /usr and the boot files as chunked payloads.
@@ -705,6 +735,32 @@ fn check_foreign_arch(arch: Arch) -> Result<()> {
         "building for {} needs {entry} registered with binfmt_misc: apt-get install -y qemu-user-static binfmt-support && (mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc) && update-binfmts --enable {entry}",
         arch.name()
     )
+}
+
+/// The release images that are a slot's boot files, by the names the ESP's
+/// slot folder uses too, in the order the release lists them.
+pub const SLOT_FILES: [&str; 4] = [
+    boot_files::KERNEL,
+    boot_files::INITRD,
+    boot_files::CMDLINE,
+    boot_files::SIGNATURE,
+];
+
+/// The compiled boot manager for `arch` (the given file, or the artifact
+/// next to this binary), checked to be a PE for that arch: (path, bytes).
+pub fn boot_manager(given: Option<&Path>, arch: Arch) -> Result<(PathBuf, Vec<u8>)> {
+    let path = artifact(given, arch.uefi_target(), "cairn-boot.efi", arch)?;
+    let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    check_pe(&bytes, arch).with_context(|| format!("{}", path.display()))?;
+    Ok((path, bytes))
+}
+
+/// A copy of the boot manager with `keys` (the release keys boot.sig is
+/// checked against) in its key slot.
+pub fn keyed_boot_manager(path: &Path, bytes: &[u8], keys: &[[u8; 32]]) -> Result<Vec<u8>> {
+    let mut efi = bytes.to_vec();
+    boot_sig::embed_keys(&mut efi, keys).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(efi)
 }
 
 /// The compiled boot manager or init: the given path, or where `cargo xtask

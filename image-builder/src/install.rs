@@ -11,10 +11,16 @@
 //! space and grows ROOT on first boot); the host config goes on the OEM
 //! partition through `oem::apply`.
 //!
-//! The image is `disk.raw` or `disk.qcow2` (by content), or a build folder
-//! (`cairn-build build --out`), whose disk.raw (else disk.qcow2) is used. A
-//! release folder holds /usr and the boot files for updates, not a disk, and
-//! is refused with a line saying so.
+//! The image is `disk.raw` or `disk.qcow2` (by content), a build folder
+//! (`cairn-build build --out`), whose disk.raw (else disk.qcow2) is used, or
+//! a release folder (one holding the signed `manifest.json`: a build's
+//! `release/`, or `releases/<board>/<version>/` of an update repository).
+//! A release is checked against the `--key` public keys and the disk is
+//! assembled from it as `build` assembles one: the board's GPT with fresh
+//! GUIDs, USR-A from the release's verified `usr`, the ESP with the boot
+//! manager (the build's artifact, or `--boot-efi`: a release does not carry
+//! it) and slot A's boot files, new OEM and ROOT filesystems (see
+//! `release`). Then it is installed like an image.
 //!
 //! Refused: a device that is mounted, used as swap or held by another
 //! device (dm, md, a partition of it likewise); a file that backs a loop
@@ -30,6 +36,8 @@ use sha2::{Digest, Sha256};
 
 use crate::oem::{self, OemFile};
 
+mod release;
+
 const MIB: u64 = 1 << 20;
 /// `_IO(0x12, 127)` and `_IO(0x12, 95)` (linux/fs.h), the same on x86_64 and arm64.
 const BLKZEROOUT: u64 = 0x127f;
@@ -41,6 +49,12 @@ pub struct Options {
     pub device: PathBuf,
     pub inputs: oem::Inputs,
     pub force: bool,
+    /// Release public keys a release folder must be signed by (any one).
+    pub keys: Vec<PathBuf>,
+    /// A release's board config, instead of board-configs/<its board>.toml.
+    pub board: Option<PathBuf>,
+    /// The boot manager for a release, instead of the build's artifact.
+    pub boot_efi: Option<PathBuf>,
 }
 
 /// The target as found.
@@ -61,6 +75,8 @@ pub struct Plan {
     /// The backup GPT moves to the device's end (it is larger).
     pub relocate_gpt: bool,
     pub oem_files: Vec<OemFile>,
+    /// How the disk was assembled from a release (empty for an image).
+    pub assembly: Vec<String>,
 }
 
 impl Plan {
@@ -93,13 +109,15 @@ impl Plan {
             relocate_gpt: target.bytes > image_bytes,
             target,
             oem_files,
+            assembly: Vec::new(),
         })
     }
 
     /// The plan for the operator, one step a line.
     pub fn describe(&self, image: &Path) -> String {
         let t = &self.target;
-        let mut lines = vec![format!(
+        let mut lines = self.assembly.clone();
+        lines.push(format!(
             "write {} ({} MiB, {}-byte sectors) to {} ({} MiB{}), then read it back and compare sha256",
             image.display(),
             self.image_bytes / MIB,
@@ -111,7 +129,7 @@ impl Plan {
             } else {
                 ", file"
             }
-        )];
+        ));
         if self.relocate_gpt {
             lines.push(format!(
                 "move the backup GPT to the end of {}: ROOT grows into the other {} MiB on first boot",
@@ -370,11 +388,6 @@ fn resolve_image(image: &Path) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
             raw
         } else if qcow2.is_file() {
             qcow2
-        } else if image.join(release_manifest::MANIFEST_FILE).is_file() {
-            bail!(
-                "{} is a release (/usr and boot files for updates), not a disk image: install the build folder's disk.raw or disk.qcow2",
-                image.display()
-            );
         } else {
             bail!(
                 "{} has no disk.raw or disk.qcow2: give a disk image or a `cairn-build build` output folder",
@@ -399,6 +412,15 @@ fn resolve_image(image: &Path) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
 /// The whole command. Prints the plan, then does it.
 pub fn install(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Plan> {
     let oem_files = oem::plan(&opts.inputs).map_err(anyhow::Error::msg)?;
+    if release::is_release(&opts.image) {
+        return release::install(opts, oem_files, say);
+    }
+    if !opts.keys.is_empty() || opts.board.is_some() || opts.boot_efi.is_some() {
+        bail!(
+            "{} is a disk image: --key, --board and --boot-efi are for installing a release folder; leave them out",
+            opts.image.display()
+        );
+    }
     let (raw, _scratch) = resolve_image(&opts.image)?;
     let src = File::open(&raw).with_context(|| format!("cannot open {}", raw.display()))?;
     let gpt = oem::read_gpt(&src, &raw)?;
@@ -414,9 +436,16 @@ pub fn install(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Plan> {
     let plan = Plan::new(image_bytes, gpt.sector_size() as u64, target, oem_files)
         .map_err(anyhow::Error::msg)?;
     say(&format!("install plan:\n{}", plan.describe(&opts.image)));
+    write_plan(&plan, &src, say)?;
+    Ok(plan)
+}
 
+/// Writes the checked plan: the image `src`, read back, the backup GPT, the
+/// OEM files.
+fn write_plan(plan: &Plan, src: &File, say: &mut dyn FnMut(&str)) -> Result<()> {
+    let image_bytes = plan.image_bytes;
     let mut dev = open_target(&plan.target)?;
-    let hash = write_image(&src, &mut dev, &plan.target, image_bytes)
+    let hash = write_image(src, &mut dev, &plan.target, image_bytes)
         .with_context(|| format!("cannot write {}", plan.target.path.display()))?;
     dev.sync_all()
         .with_context(|| format!("cannot sync {}", plan.target.path.display()))?;
@@ -457,7 +486,7 @@ pub fn install(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Plan> {
     if plan.target.is_block {
         reread_partitions(&plan.target.path);
     }
-    Ok(plan)
+    Ok(())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -620,6 +649,22 @@ mod tests {
     }
 
     #[test]
+    fn a_release_plan_says_how_the_disk_was_assembled_first() {
+        let mut p = Plan::new(100 * MIB, 512, target(100 * MIB, 512), vec![]).unwrap();
+        p.assembly = vec!["release x 1.0 verified".into(), "GPT as the board's".into()];
+        let text = p.describe(Path::new("the disk assembled from it"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "  1. release x 1.0 verified",
+                "  2. GPT as the board's",
+                "  3. write the disk assembled from it (100 MiB, 512-byte sectors) to /dev/sdz (100 MiB, block device), then read it back and compare sha256",
+            ]
+        );
+    }
+
+    #[test]
     fn contents_name_what_is_on_a_disk() {
         let mut ext4 = vec![0u8; 0x10100];
         ext4[0x438..0x43a].copy_from_slice(&[0x53, 0xef]);
@@ -687,6 +732,9 @@ mod tests {
                 ..oem::Inputs::default()
             },
             force,
+            keys: Vec::new(),
+            board: None,
+            boot_efi: None,
         }
     }
 

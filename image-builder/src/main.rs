@@ -141,9 +141,11 @@ enum Cmd {
         #[command(flatten)]
         content: OemArgs,
     },
-    /// Write a disk image to a disk, verify it, and place the host config.
+    /// Write a disk image, or a disk assembled from a signed release, to a
+    /// disk, verify it, and place the host config.
     Install {
-        /// disk.raw, disk.qcow2 or a `build` output folder.
+        /// disk.raw, disk.qcow2, a `build` output folder, or a release folder
+        /// (a build's release/, or releases/<board>/<version>/ of a repository).
         #[arg(long)]
         image: PathBuf,
         /// The whole disk (/dev/sdX, /dev/nvme0n1) or a file.
@@ -154,6 +156,17 @@ enum Cmd {
         /// Overwrite a device that holds a partition table or a filesystem.
         #[arg(long)]
         force: bool,
+        /// A release's public key (`keygen`'s .public): a release folder is
+        /// installed only when one of these signed it; repeatable.
+        #[arg(long = "key", value_name = "PUBLIC_KEY")]
+        keys: Vec<PathBuf>,
+        /// A release's board (name or .toml; default: the board its manifest names).
+        #[arg(long)]
+        board: Option<String>,
+        /// The compiled boot manager for a release (default: next to this
+        /// binary's target folder; a release does not carry it).
+        #[arg(long)]
+        boot_efi: Option<PathBuf>,
     },
 }
 
@@ -582,12 +595,20 @@ fn run(cli: Cli) -> Result<()> {
             device,
             content,
             force,
+            keys,
+            board,
+            boot_efi,
         } => {
             let opts = install::Options {
                 image,
                 device,
                 inputs: content.read()?,
                 force,
+                keys,
+                board: board
+                    .map(|b| board::locate(&b, &board::boards_dir()))
+                    .transpose()?,
+                boot_efi,
             };
             let plan = install::install(&opts, &mut |line| eprintln!("{line}"))?;
             println!(

@@ -102,6 +102,23 @@ fn run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Every file below `dir`, at any depth (folders themselves left out).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
 /// Builds `board` into a fresh folder named `name`.
 fn build(board: &str, name: &str) -> Option<Built> {
     let is_root = Command::new("id")
@@ -263,17 +280,9 @@ fn erofs_is_clean_and_holds_the_rootfs_usr() {
         .map(String::from)
         .to_vec();
     let units_usr = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd-units/usr");
-    let mut dirs = vec![units_usr.clone()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                let rel = path.strip_prefix(&units_usr).unwrap();
-                changed.push(rel.to_string_lossy().into_owned());
-            }
-        }
+    for path in files_under(&units_usr) {
+        let rel = path.strip_prefix(&units_usr).unwrap();
+        changed.push(rel.to_string_lossy().into_owned());
     }
     let mut checked = 0;
     let mut stack = vec![rootfs.join("usr")];
@@ -799,4 +808,400 @@ fn install_writes_verifies_and_refuses_a_used_disk() {
     check_oem(b, &dev, &public, d);
     let (ok, _, err) = install(&dev, &b.disk(), false);
     assert!(!ok && err.contains("pass --force"), "{err}");
+}
+
+fn dev_public_key() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../keys/cairn-DEVELOPMENT-ONLY.public")
+}
+
+/// `cairn-build install --image <release> --device <device> --config <config> <extra>`.
+fn install_release(
+    release: &Path,
+    device: &Path,
+    config: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> (bool, String, String) {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "install".as_ref(),
+        "--image".as_ref(),
+        release.as_os_str(),
+        "--device".as_ref(),
+        device.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ];
+    args.extend(extra);
+    cairn_build(&args)
+}
+
+/// The partitions as sfdisk reads them: (name, type, start, size, attrs), and the UUIDs.
+fn sfdisk_layout(disk: &Path) -> (Vec<[String; 5]>, Vec<String>) {
+    let (ok, text) = run(Command::new("sfdisk").arg("--json").arg(disk));
+    assert!(ok, "sfdisk {}: {text}", disk.display());
+    let table: Value = serde_json::from_str(&text).unwrap();
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    let field = |p: &Value, k: &str| match &p[k] {
+        Value::String(s) => s.to_lowercase(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    (
+        parts
+            .iter()
+            .map(|p| ["name", "type", "start", "size", "attrs"].map(|k| field(p, k)))
+            .collect(),
+        parts.iter().map(|p| field(p, "uuid")).collect(),
+    )
+}
+
+/// Every file of a FAT image as (path, bytes), read with mtools.
+fn esp_files(img: &Path, scratch: &Path) -> Vec<(String, Vec<u8>)> {
+    let (ok, text) = run(Command::new("fsck.fat").arg("-n").arg(img));
+    assert!(ok, "fsck.fat -n {}: {text}", img.display());
+    let out = scratch
+        .join(img.file_name().unwrap())
+        .with_extension("files");
+    std::fs::create_dir_all(&out).unwrap();
+    let (ok, text) = run(Command::new("mcopy")
+        .args(["-s", "-n", "-i"])
+        .arg(img)
+        .args(["::/EFI", "::/cairn"])
+        .arg(&out)
+        .env("MTOOLS_SKIP_CHECK", "1"));
+    assert!(ok, "mcopy from {}: {text}", img.display());
+    let mut files = Vec::new();
+    for p in files_under(&out) {
+        let rel = p.strip_prefix(&out).unwrap().to_string_lossy().into_owned();
+        files.push((rel, std::fs::read(&p).unwrap()));
+    }
+    files.sort();
+    files
+}
+
+/// The top of an ext4 image: (name, mode) of each entry, after `e2fsck -fn`.
+fn ext4_top(img: &Path) -> Vec<(String, String)> {
+    let (ok, text) = run(Command::new("e2fsck").arg("-fn").arg(img));
+    assert!(ok, "e2fsck -fn {}:\n{text}", img.display());
+    let out = Command::new("debugfs")
+        .args(["-R", "ls -l /"])
+        .arg(img)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut v: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.last()?.to_string(), f.get(1)?.to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A disk installed from `b`'s release has the built disk's layout and
+/// contents: the same table but fresh GUIDs, USR-A byte for byte (and
+/// verifying), the same ESP files, a ROOT with the same skeleton.
+fn check_like_built(b: &Built, disk: &Path, scratch: &Path) {
+    let (built, built_uuids) = sfdisk_layout(&b.disk());
+    let (got, uuids) = sfdisk_layout(disk);
+    assert_eq!(got, built, "the partition table differs from the build's");
+    assert_eq!(got[1][4], "guid:48,52,53,56,60", "USR-A (1,3,1), read-only");
+    assert_eq!(got[2][4], "guid:60,63", "USR-B (0,0,0), read-only, no-auto");
+    for (a, b) in uuids.iter().zip(&built_uuids) {
+        assert_ne!(a, b, "a partition GUID was not fresh");
+    }
+
+    let usr_len = b.usr("hash_offset") + b.usr("hash_size");
+    let (ours, theirs) = (scratch.join("usr.ours"), scratch.join("usr.built"));
+    copy_range(disk, b.part(2).0, usr_len, &ours);
+    copy_range(&b.disk(), b.part(2).0, usr_len, &theirs);
+    assert!(
+        std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
+        "USR-A differs from the built disk's"
+    );
+    let (ok, text) = run(Command::new("veritysetup")
+        .arg("verify")
+        .arg(&ours)
+        .arg(&ours)
+        .arg(b.info["usr_a"]["root_hash"].as_str().unwrap())
+        .arg(format!("--hash-offset={}", b.usr("hash_offset"))));
+    assert!(ok, "veritysetup verify refused the installed USR-A: {text}");
+
+    let (esp_ours, esp_built) = (scratch.join("esp-ours.img"), scratch.join("esp-built.img"));
+    let (offset, size) = b.part(1);
+    copy_range(disk, offset, size, &esp_ours);
+    copy_range(&b.disk(), offset, size, &esp_built);
+    let files = esp_files(&esp_ours, scratch);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "EFI/BOOT/BOOTX64.EFI",
+            "cairn/a/boot.sig",
+            "cairn/a/cmdline",
+            "cairn/a/initrd",
+            "cairn/a/vmlinuz"
+        ]
+    );
+    assert!(
+        files == esp_files(&esp_built, scratch),
+        "the ESP files differ from the built disk's"
+    );
+
+    let (root_ours, root_built) = (
+        scratch.join("root-ours.img"),
+        scratch.join("root-built.img"),
+    );
+    let (offset, size) = b.part(5);
+    copy_range(disk, offset, size, &root_ours);
+    copy_range(&b.disk(), offset, size, &root_built);
+    let top = ext4_top(&root_ours);
+    assert!(
+        top.contains(&("bin".to_string(), "120777".to_string())),
+        "{top:?}"
+    );
+    assert_eq!(top, ext4_top(&root_built), "ROOT's skeleton differs");
+    for f in [ours, theirs, esp_ours, esp_built, root_ours, root_built] {
+        drop(std::fs::remove_file(f));
+    }
+}
+
+#[test]
+fn install_assembles_the_disk_from_a_signed_release() {
+    let Some(b) = x86() else { return };
+    let dir = tempfile::tempdir_in(tmp()).unwrap();
+    let d = dir.path();
+    let (config, public) = signed_config(d);
+    let key = dev_public_key();
+    let image_bytes = std::fs::metadata(b.disk()).unwrap().len();
+
+    // A file larger than the image, from the build's release folder.
+    let file = d.join("disk-file");
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(image_bytes + (512 << 20))
+        .unwrap();
+    let (ok, out, err) = install_release(
+        &b.dir.join("release"),
+        &file,
+        &config,
+        &["--key".as_ref(), key.as_os_str()],
+    );
+    assert!(ok, "install of the release onto a file: {err}");
+    assert!(out.contains("installed"), "{out}");
+    for needle in [
+        "install plan:",
+        "manifest signed by",
+        "USR-B 1536 MiB (empty, unbootable)",
+        "boot.sig verified",
+        "the build's artifact",
+        "wrote and verified",
+        "placed the host config",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing:\n{err}");
+    }
+    check_installed(&file);
+    check_oem(b, &file, &public, d);
+    check_like_built(b, &file, d);
+    drop(std::fs::remove_file(&file));
+
+    // A loop device, from the same release published into a repository
+    // (its chunks at the repository's root).
+    let repo = d.join("repo");
+    let secret =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../keys/cairn-DEVELOPMENT-ONLY.secret");
+    let release = b.dir.join("release");
+    let repo_args: [&[&std::ffi::OsStr]; 2] = [
+        &[
+            "repo".as_ref(),
+            "init".as_ref(),
+            "--repo".as_ref(),
+            repo.as_os_str(),
+        ],
+        &[
+            "publish".as_ref(),
+            "--channel".as_ref(),
+            "stable".as_ref(),
+            "--release".as_ref(),
+            release.as_os_str(),
+            "--repo".as_ref(),
+            repo.as_os_str(),
+        ],
+    ];
+    for args in repo_args {
+        let args = [args, &["--key".as_ref(), secret.as_os_str()]].concat();
+        let (ok, _, err) = cairn_build(&args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let version = b.info["version"].as_str().unwrap();
+    let in_repo = repo.join("releases/qemu-x86_64").join(version);
+    let backing = d.join("loop-backing");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(image_bytes + (512 << 20))
+        .unwrap();
+    let loop_device = host_tools::LoopDevice::attach(&backing);
+    let dev = loop_device.path.clone();
+    let (ok, _, err) = install_release(
+        &in_repo,
+        &dev,
+        &config,
+        &["--key".as_ref(), key.as_os_str()],
+    );
+    assert!(
+        ok,
+        "install of {} onto {}: {err}",
+        in_repo.display(),
+        dev.display()
+    );
+    check_installed(&dev);
+    check_oem(b, &dev, &public, d);
+    check_like_built(b, &dev, d);
+    let (ok, _, err) = install_release(
+        &in_repo,
+        &dev,
+        &config,
+        &["--key".as_ref(), key.as_os_str()],
+    );
+    assert!(!ok && err.contains("pass --force"), "{err}");
+}
+
+/// A copy of the release folder whose chunks are links to the originals.
+fn linked_release(release: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("chunks")).unwrap();
+    for name in ["manifest.json", "manifest.json.sig"] {
+        std::fs::copy(release.join(name), to.join(name)).unwrap();
+    }
+    for e in std::fs::read_dir(release.join("chunks")).unwrap() {
+        let p = e.unwrap().path();
+        std::os::unix::fs::symlink(&p, to.join("chunks").join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn install_refuses_an_unverifiable_release_and_another_board() {
+    let Some(b) = x86() else { return };
+    let dir = tempfile::tempdir_in(tmp()).unwrap();
+    let d = dir.path();
+    let release = b.dir.join("release");
+    let config = d.join("host.toml");
+    std::fs::write(&config, "hostname = \"r\"\n").unwrap();
+    let key = dev_public_key();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(release.join("manifest.json")).unwrap()).unwrap();
+
+    // Another key: a fresh one that signed nothing.
+    let (ok, _, err) = cairn_build(&[
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        d.as_os_str(),
+        "--name".as_ref(),
+        "other".as_ref(),
+    ]);
+    assert!(ok, "{err}");
+    let other = d.join("other.public");
+
+    // Tampered: one byte of the manifest.
+    let tampered = d.join("tampered");
+    linked_release(&release, &tampered);
+    let mut doc = std::fs::read(tampered.join("manifest.json")).unwrap();
+    let at = doc.len() / 2;
+    doc[at] ^= 0x01;
+    std::fs::write(tampered.join("manifest.json"), doc).unwrap();
+    // Unsigned: no signature file.
+    let unsigned = d.join("unsigned");
+    linked_release(&release, &unsigned);
+    std::fs::remove_file(unsigned.join("manifest.json.sig")).unwrap();
+    // A corrupted chunk of usr: the signature holds, the chunk hash does not.
+    let bad_chunk = d.join("bad-chunk");
+    linked_release(&release, &bad_chunk);
+    let usr = manifest["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "usr")
+        .unwrap();
+    let chunk = usr["chunks"][1]["file"].as_str().unwrap();
+    let mut bytes = std::fs::read(release.join(chunk)).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::remove_file(bad_chunk.join(chunk)).unwrap();
+    std::fs::write(bad_chunk.join(chunk), bytes).unwrap();
+    // Another board: the manifest re-signed (by the fresh key) naming a
+    // board board-configs/ does not have.
+    let elsewhere = d.join("elsewhere");
+    linked_release(&release, &elsewhere);
+    let text = std::fs::read_to_string(elsewhere.join("manifest.json")).unwrap();
+    let text = text.replacen("\"board\": \"qemu-x86_64\"", "\"board\": \"my-board\"", 1);
+    assert!(text.contains("my-board"));
+    std::fs::write(elsewhere.join("manifest.json"), &text).unwrap();
+    let signer = release_manifest::KeyPair::load_secret(d.join("other.secret")).unwrap();
+    let sig = release_manifest::sign_document(text.as_bytes(), &[signer]).unwrap();
+    std::fs::write(elsewhere.join("manifest.json.sig"), sig).unwrap();
+
+    let board_file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-configs/qemu-x86_64.toml");
+    let k = |p: &Path| -> Vec<std::ffi::OsString> { vec!["--key".into(), p.into()] };
+    let cases: Vec<(&Path, Vec<std::ffi::OsString>, &[&str])> = vec![
+        (
+            &release,
+            vec![],
+            &["is a release: pass --key", "DEVELOPMENT-ONLY.public"],
+        ),
+        (
+            &release,
+            k(&other),
+            &[
+                "does not verify against the --key",
+                "no signature by a trusted key",
+            ],
+        ),
+        (
+            &tampered,
+            k(&key),
+            &["does not verify against the --key", "signature"],
+        ),
+        (
+            &unsigned,
+            k(&key),
+            &["does not verify against the --key", "manifest.json.sig"],
+        ),
+        (&bad_chunk, k(&key), &["image usr", "chunk 1"]),
+        (
+            &elsewhere,
+            k(&other),
+            &["for board my-board", "pass --board"],
+        ),
+        (
+            &elsewhere,
+            [k(&other), vec!["--board".into(), board_file.clone().into()]].concat(),
+            &["is board qemu-x86_64, but the release is for board my-board"],
+        ),
+    ];
+    let device = d.join("device");
+    std::fs::File::create(&device)
+        .unwrap()
+        .set_len(std::fs::metadata(b.disk()).unwrap().len())
+        .unwrap();
+    for (image, extra, needles) in cases {
+        let extra: Vec<&std::ffi::OsStr> = extra.iter().map(|s| s.as_os_str()).collect();
+        let (ok, _, err) = install_release(image, &device, &config, &extra);
+        assert!(!ok, "{} {extra:?} was installed", image.display());
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "{} {extra:?}: {needle:?} missing: {err}",
+                image.display()
+            );
+        }
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains("install plan"), "{err}");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(&device).unwrap().blocks(),
+            0,
+            "{} {extra:?}: bytes were written",
+            image.display()
+        );
+    }
 }

@@ -207,6 +207,22 @@ pub static TARGETS: &[Target] = &[
         ],
         max_len: 32 << 10,
     },
+    Target {
+        name: "block-index",
+        about: "block-delta Index::decode (usr.blockindex), the encode round trip, locate and plan",
+        run: block_index,
+        seeds: block_index_seeds,
+        format: Format::Binary,
+        dict: &[
+            b"CAIRNBD\x02",
+            b"CAIRNBD\x01",
+            &[0, 16, 0, 0],
+            &[1, 0, 0, 0],
+            &[8, 0, 0, 0],
+            &[32, 0, 0, 0],
+        ],
+        max_len: 64 << 10,
+    },
 ];
 
 const JSON_DICT: &[&[u8]] = &[
@@ -1144,6 +1160,103 @@ fn host_config_seeds() -> Vec<Vec<u8>> {
     // The effective config cairn-config writes: the real writer's output.
     if let Ok(c) = HostConfig::parse(HOST_CONFIG, "seed") {
         seeds.push(c.to_toml().into_bytes());
+    }
+    seeds
+}
+
+// ---------------------------------------------------------------- block index
+
+/// `usr.blockindex` as the agent reads it: decode, the encode round trip, then
+/// locating its frames in a blocks image that fits it and planning against a
+/// small local image (what the agent does next with a decoded index).
+fn block_index(data: &[u8]) -> u64 {
+    let index = match block_delta::Index::decode(data) {
+        Ok(i) => i,
+        Err(e) => return outcome::of_err(&e),
+    };
+    assert_eq!(
+        block_delta::Index::decode(&index.encode()).as_ref(),
+        Ok(&index),
+        "encoding a decoded index gives it back"
+    );
+    // 16 frames to a chunk file, whose zsize is the sum of its frames'.
+    let frame_bytes = index.frame_blocks() as u64 * block_delta::BLOCK_SIZE;
+    let per_chunk = 16usize;
+    let chunks = index
+        .frames()
+        .chunks(per_chunk)
+        .enumerate()
+        .map(|(i, f)| release_manifest::Chunk {
+            index: i as u64,
+            offset: i as u64 * per_chunk as u64 * frame_bytes,
+            size: 0,
+            sha256: Hex32([0; 32]),
+            zsize: f.iter().map(|f| f.zsize as u64).sum(),
+            zsha256: Hex32([0; 32]),
+            file: format!("chunks/{i}"),
+        })
+        .collect();
+    let blocks = release_manifest::Image {
+        name: "usr.blocks".into(),
+        size: index.unique_blocks() * block_delta::BLOCK_SIZE,
+        sha256: Hex32([0; 32]),
+        chunk_size: per_chunk as u64 * frame_bytes,
+        verity: None,
+        chunks,
+    };
+    let frames = match block_delta::locate(&index, &blocks) {
+        Ok(f) => f,
+        Err(e) => return outcome::mark(outcome::of_err(&e), true),
+    };
+    let local = block_delta::LocalBlocks::hash(&[0u8; 4 * 4096]);
+    let plan = block_delta::plan(
+        &index,
+        &frames,
+        &local,
+        block_delta::DEFAULT_GAP,
+        block_delta::MAX_RANGE,
+        &[0..1, 3..4],
+    );
+    assert_eq!(plan.sources.len() as u64, index.blocks());
+    assert!(plan.ranges.iter().all(|r| r.frames.end <= frames.len()));
+    assert_eq!(
+        plan.download,
+        plan.ranges.iter().map(|r| r.len).sum::<u64>()
+    );
+    outcome::mark(plan.ranges.len().min(8) as u64 * 2 + 4, true)
+}
+
+fn block_index_seeds() -> Vec<Vec<u8>> {
+    let block = |x: u64| -> Vec<u8> {
+        (0..4096u64)
+            .map(|i| (i.wrapping_mul(x + 1) >> 3) as u8 ^ x as u8)
+            .collect()
+    };
+    let mut seeds = Vec::new();
+    // (blocks, distinct contents, frame blocks, frame hash bytes)
+    for (n, distinct, fb, hash) in [(40u64, 30u64, 1u32, 8usize), (40, 7, 4, 32), (3, 3, 2, 0)] {
+        let img: Vec<u8> = (0..n).flat_map(|b| block(b % distinct)).collect();
+        let built = block_delta::build(
+            "usr",
+            &mut std::io::Cursor::new(&img),
+            img.len() as u64,
+            fb,
+            hash,
+            fb as u64 * 4096 * 4,
+            1,
+            &mut |_, _| Ok(()),
+        );
+        if let Ok(index) = built {
+            let bytes = index.encode();
+            if hash == 32 {
+                // The same index in format 1.
+                let mut v1 = bytes.clone();
+                v1[7] = 1;
+                v1[20..24].copy_from_slice(&[0; 4]);
+                seeds.push(v1);
+            }
+            seeds.push(bytes);
+        }
     }
     seeds
 }

@@ -731,41 +731,39 @@ impl Agent {
             slot.letter(),
             usr.chunks.len()
         )));
-        // A delta only for a fresh write: an interrupted full download
-        // resumes as one. After a delta the pipeline only reads back and
-        // verifies (start = every chunk); if that fails, the full download
-        // rewrites the slot from chunk 0.
+        // A delta writes chunks in order and records them as the full
+        // download does, so either resumes the other: the delta plans only
+        // the chunks after `start`. A delta checks each chunk against its
+        // signed sha256 before writing it, reads it back and compares, and
+        // checks the dm-verity root of the data against the signed one
+        // (`delta::write`): the pipeline has nothing left to do after it. A
+        // delta that fails part way leaves its verified chunks for the full
+        // download to resume at.
         let total = usr.chunks.len() as u64;
-        let delta = start == 0
-            && !self.full_download
-            && self.write_usr_delta(manifest, usr, &writer, report);
-        // See `pipeline` for what is checked where.
-        let mut job = UsrJob {
-            http: &self.http,
-            image: usr,
-            verity: verity.to_info(),
-            start: if delta { total } else { start },
-            stop_after: self.stop_after_chunks,
-            slot: slot.letter(),
-        };
+        let verified = std::cell::Cell::new(start);
         let mut durable = |through| {
             progress.chunks_verified = through;
+            verified.set(through);
             self.state.set_progress(Some(&progress))
         };
-        let mut written = pipeline::write_usr(&job, &writer, &mut durable, report);
-        if delta {
-            written = match written {
-                Ok(()) => durable(total),
-                Err(Error::ReadBack(why)) => {
-                    report(Event::Phase(format!(
-                        "delta: the slot does not verify ({why}); downloading the full image"
-                    )));
-                    job.start = 0;
-                    pipeline::write_usr(&job, &writer, &mut durable, report)
-                }
-                Err(e) => Err(e),
-            };
-        }
+        let delta = start < total
+            && !self.full_download
+            && self.write_usr_delta(manifest, usr, &writer, start, &mut durable, report)?;
+        let written = match delta {
+            true => Ok(()),
+            // See `pipeline` for what is checked where.
+            false => {
+                let job = UsrJob {
+                    http: &self.http,
+                    image: usr,
+                    verity: verity.to_info(),
+                    start: verified.get(),
+                    stop_after: self.stop_after_chunks,
+                    slot: slot.letter(),
+                };
+                pipeline::write_usr(&job, &writer, &mut durable, report)
+            }
+        };
         if let Err(e) = written {
             if matches!(e, Error::ReadBack(_)) {
                 // Start over next time: the recorded chunks are not what is on disk.
@@ -777,25 +775,31 @@ impl Agent {
         Ok(progress)
     }
 
-    /// Writes /usr to the slot as a delta (`delta`) when the release has a
-    /// block index, the active slot verifies and the plan is worth it; false
-    /// (nothing promised about the slot's content) otherwise.
+    /// Writes /usr to the slot as a delta from chunk `start` on (see
+    /// `delta::write`) when the release has a block index, the active slot
+    /// verifies and the plan is worth it: `Ok(true)`. `Ok(false)`: not
+    /// attempted or failed (the chunks it recorded through `durable` are
+    /// verified and on stable storage, nothing else is promised). `Err` only
+    /// when it was interrupted (the test hook).
     fn write_usr_delta(
         &self,
         manifest: &Manifest,
         usr: &release_manifest::Image,
         writer: &crate::target::SlotWriter,
+        start: u64,
+        durable: &mut dyn FnMut(u64) -> Result<(), Error>,
         report: &mut dyn FnMut(Event),
-    ) -> bool {
+    ) -> Result<bool, Error> {
         use crate::delta;
         let active = self.target.slot_path(self.host.booted_slot).to_path_buf();
         // Ok(Ok(done)): written; Ok(Err(why)): not attempted.
-        let run = |report: &mut dyn FnMut(Event)| -> Result<Result<String, String>, Error> {
+        let mut run = |report: &mut dyn FnMut(Event)| -> Result<Result<String, String>, Error> {
             let verity = delta::booted_verity(&delta::proc_cmdline()).map_err(Error::Host)?;
             report(Event::Phase(
                 "delta: planning against the active slot".into(),
             ));
-            let Some(p) = delta::prepare(&self.http, manifest, usr, &active, verity.as_ref())?
+            let Some(p) =
+                delta::prepare(&self.http, manifest, usr, &active, verity.as_ref(), start)?
             else {
                 return Ok(Err("the release has no block index".into()));
             };
@@ -805,24 +809,36 @@ impl Agent {
                     p.plan.download, p.full_bytes
                 )));
             }
-            let w = delta::write(&self.http, &p, &active, writer, report)?;
+            let resume = delta::Resume {
+                start,
+                stop_after: self.stop_after_chunks,
+                durable: &mut *durable,
+            };
+            let w = delta::write(&self.http, &p, usr, &active, writer, resume, report)?;
             Ok(Ok(format!(
-                "{} blocks copied, {} fetched in {} requests ({} bytes + {} of index; full image {} bytes)",
-                w.copied, w.fetched, w.requests, w.bytes, p.index_bytes, p.full_bytes
+                "{} blocks copied, {} fetched in {} requests ({} bytes + {} of index; full image {} bytes; chunks {start}..{})",
+                w.copied,
+                w.fetched,
+                w.requests,
+                w.bytes,
+                p.index_bytes,
+                p.full_bytes,
+                start + w.chunks
             )))
         };
         let why = match run(report) {
             Ok(Ok(done)) => {
                 report(Event::Phase(format!("delta: {done}")));
-                return true;
+                return Ok(true);
             }
             Ok(Err(why)) => why,
+            Err(e @ Error::Interrupted(_)) => return Err(e),
             Err(e) => e.to_string(),
         };
         report(Event::Phase(format!(
             "no delta ({why}); downloading the full image"
         )));
-        false
+        Ok(false)
     }
 
     /// The slot's kernel, initrd, command line and signature: fetched,

@@ -9,20 +9,31 @@
 //! * the active slot, when the kernel command line names its dm-verity
 //!   parameters (a booted Cairn host), must verify against its `usrhash`
 //!   while it is hashed; otherwise no delta (the full download);
-//! * a fetched frame's compressed bytes must match the sha256 the signed
-//!   index gives, before zstd sees them, and decode to exactly its size;
-//! * a copied block is hashed again when it is read and must match the
-//!   signed digest of the target block;
-//! * afterwards the caller reads the whole slot back through the unchanged
-//!   pipeline: every chunk against its signed sha256 and the streamed
-//!   dm-verity root against the signed one, before any flip.
+//! * a fetched frame's compressed bytes must match the prefix of their
+//!   sha256 the signed index gives, before zstd sees them, and decode to
+//!   exactly its size;
+//! * the slot is written chunk by chunk of the usr image, in order: each
+//!   chunk is assembled in memory (local blocks, fetched blocks, and for the
+//!   hash area the dm-verity tree the host computes from the data instead
+//!   of fetching it) and must match its signed sha256 *before* it is
+//!   written; the computed tree's root must equal the signed one;
+//! * progress is recorded as the full download does (chunks verified and
+//!   fdatasynced, in order), so an interrupted delta resumes at the first
+//!   chunk not on stable storage and plans only the chunks after it;
+//! * a write thread writes each chunk, reads it back and compares it with
+//!   what was checked (O_DIRECT, as the pipeline does), while the next chunk
+//!   is assembled; progress counts only chunks read back and fdatasynced,
+//!   so nothing is left for the full-download pipeline to check before the
+//!   flip.
 //!
 //! Any failure here makes the caller fall back to the full download.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use block_delta::{BLOCK_SIZE, FrameLoc, Index, LocalBlocks, Plan, Source};
 use release_manifest::{Image, Manifest};
@@ -37,8 +48,6 @@ use crate::target::{AlignedBuf, SlotWriter};
 /// A delta that would fetch more than this share of the full compressed
 /// payload is not worth its extra requests: download the full image.
 const WORTH_IT: f64 = 0.8;
-/// Local blocks copied per read and write.
-const COPY_RUN: u64 = 256;
 
 /// The delta planned for one release, with what the plan needs to run.
 pub struct Prepared {
@@ -142,7 +151,9 @@ pub fn fetch_index(
 }
 
 /// Hashes the active slot in 4 KiB blocks: its image when `verity` gives
-/// its extent (and then it must verify), else the whole slot.
+/// its extent (and then it must verify), else the whole slot. The block
+/// digests and the dm-verity check run on two threads over each buffer: the
+/// slot is read once and costs one hash pass of wall time.
 pub fn hash_active(path: &Path, verity: Option<&VerityInfo>) -> Result<LocalBlocks, Error> {
     let io = |what: &str| {
         let what = format!("{what} the active slot {}", path.display());
@@ -166,10 +177,13 @@ pub fn hash_active(path: &Path, verity: Option<&VerityInfo>) -> Result<LocalBloc
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
         f.read_exact(&mut buf[..n]).map_err(io("reading"))?;
-        if let Some(s) = &mut stream {
-            s.update(&buf[..n]);
-        }
-        local.extend(&buf[..n]);
+        let bytes = &buf[..n];
+        std::thread::scope(|s| {
+            if let Some(st) = &mut stream {
+                s.spawn(move || st.update(bytes));
+            }
+            local.extend(bytes);
+        });
         left -= n as u64;
     }
     if let Some(s) = stream {
@@ -183,26 +197,60 @@ pub fn hash_active(path: &Path, verity: Option<&VerityInfo>) -> Result<LocalBloc
     Ok(local)
 }
 
+/// Blocks of the new image's dm-verity hash tree (the hash area after its
+/// superblock block): the host computes them from the data, so they are
+/// never fetched.
+pub fn tree_blocks(v: &VerityInfo) -> Range<u64> {
+    let first = v.hash_offset / BLOCK_SIZE;
+    (first + 1)..(v.hash_offset + v.hash_size) / BLOCK_SIZE
+}
+
+/// The first block of chunk `start` of `usr` (its end for `start` past the
+/// last chunk): the blocks before it are on the slot already.
+fn resume_block(usr: &Image, start: u64) -> u64 {
+    usr.chunks
+        .get(start as usize)
+        .map_or(usr.size, |c| c.offset)
+        / BLOCK_SIZE
+}
+
 /// Fetches the index (`None`: the release has none), then hashes the active
-/// slot (see [`hash_active`]) and plans.
+/// slot (see [`hash_active`]) and plans the chunks from `start` on, the
+/// new image's hash tree excepted.
 pub fn prepare(
     http: &Http,
     manifest: &Manifest,
     usr: &Image,
     active: &Path,
     verity: Option<&VerityInfo>,
+    start: u64,
 ) -> Result<Option<Prepared>, Error> {
+    let new = usr
+        .verity
+        .ok_or_else(|| Error::BadRelease("the usr image has no dm-verity tree".into()))?
+        .to_info();
+    if usr
+        .chunks
+        .iter()
+        .any(|c| c.offset % BLOCK_SIZE != 0 || c.size % BLOCK_SIZE != 0)
+    {
+        return Err(Error::BadRelease(
+            "usr chunks are not whole 4096-byte blocks: no delta".into(),
+        ));
+    }
     // The index first: a release without one costs no read of the slot.
     let Some((index, frames, index_bytes)) = fetch_index(http, manifest, usr)? else {
         return Ok(None);
     };
     let local = hash_active(active, verity)?;
+    let skip = [0..resume_block(usr, start), tree_blocks(&new)];
     let plan = block_delta::plan(
         &index,
         &frames,
         &local,
         block_delta::DEFAULT_GAP,
         block_delta::MAX_RANGE,
+        &skip,
     );
     Ok(Some(Prepared {
         index,
@@ -220,52 +268,116 @@ pub struct Written {
     pub fetched: u64,
     pub requests: u64,
     pub bytes: u64,
+    /// Chunks written in this run.
+    pub chunks: u64,
 }
 
-/// Writes the new image to the slot from the plan: fetched frames first,
-/// then the local copies, then one fdatasync. Reading back and verifying is
-/// the caller's (the usual pipeline).
-pub fn write(
-    http: &Http,
-    p: &Prepared,
-    active: &Path,
-    writer: &SlotWriter,
-    report: &mut dyn FnMut(Event),
-) -> Result<Written, Error> {
-    let bs = BLOCK_SIZE as usize;
-    // Target blocks per needed frame, in target order.
-    let mut by_frame: Vec<Vec<(u64, u64)>> = vec![Vec::new(); p.frames.len()];
-    for (t, s) in p.plan.sources.iter().enumerate() {
-        if let Source::Fetch { frame, block } = *s {
-            by_frame[frame].push((t as u64, block));
+/// Where [`write`] starts and stops, and how it records what is durable.
+pub struct Resume<'a> {
+    /// Chunks of the usr image already written and verified by an earlier run.
+    pub start: u64,
+    /// Test hook: stop (as if killed) after this many chunks of this run.
+    pub stop_after: Option<u64>,
+    /// Records that the first `n` chunks are verified and on stable storage.
+    pub durable: &'a mut dyn FnMut(u64) -> Result<(), Error>,
+}
+
+/// A fetched range: its number in the plan and its bytes.
+type Body = Result<(usize, Vec<u8>), Error>;
+
+/// Fetches the plan's ranges in order, ahead of the assembly (a network
+/// round trip per range would otherwise stall it).
+fn fetch_stage(http: &Http, p: &Prepared, out: SyncSender<Body>) {
+    for (r, range) in p.plan.ranges.iter().enumerate() {
+        let mut body = Vec::new();
+        let got = http
+            .get_range(&range.file, range.start, range.len, &mut body)
+            .map(|()| (r, body))
+            .map_err(Error::from);
+        let failed = got.is_err();
+        if out.send(got).is_err() || failed {
+            return;
         }
     }
-    let mut done = Written::default();
-    let mut dctx =
-        zstd::bulk::Decompressor::new().map_err(|e| Error::io("creating a zstd decoder", e))?;
-    let max_frame = p.frames.iter().map(|f| f.blocks).max().unwrap_or(0) as usize * bs;
-    let mut frame = vec![0u8; max_frame];
-    let mut out = AlignedBuf::new(COPY_RUN as usize * bs);
-    let mut body = Vec::new();
-    for (n, r) in p.plan.ranges.iter().enumerate() {
-        report(Event::Phase(format!(
-            "delta: fetching range {} of {} ({} bytes of {})",
-            n + 1,
-            p.plan.ranges.len(),
-            r.len,
-            r.file
-        )));
-        http.get_range(&r.file, r.start, r.len, &mut body)?;
-        done.requests += 1;
-        done.bytes += body.len() as u64;
-        for f in r.frames.clone() {
-            if by_frame[f].is_empty() {
-                continue;
+}
+
+/// Fetched ranges, held until the last chunk that needs them is written.
+struct Fetcher<'a> {
+    incoming: Receiver<Body>,
+    p: &'a Prepared,
+    /// The range holding each frame, for the frames the plan needs.
+    range_of: Vec<Option<usize>>,
+    /// The last chunk (of the usr image) needing each range.
+    last_use: Vec<u64>,
+    bodies: std::collections::HashMap<usize, Vec<u8>>,
+    dctx: zstd::bulk::Decompressor<'static>,
+    /// The frame last decoded, and its blocks.
+    decoded: Option<usize>,
+    frame: Vec<u8>,
+    done: Written,
+}
+
+impl<'a> Fetcher<'a> {
+    fn new(
+        incoming: Receiver<Body>,
+        p: &'a Prepared,
+        chunk_of: impl Fn(u64) -> u64,
+    ) -> Result<Self, Error> {
+        let mut range_of = vec![None; p.frames.len()];
+        for (r, range) in p.plan.ranges.iter().enumerate() {
+            for f in range.frames.clone() {
+                range_of[f] = Some(r);
             }
-            let loc = &p.frames[f];
-            let at = (loc.offset - r.start) as usize;
+        }
+        let mut last_use = vec![0u64; p.plan.ranges.len()];
+        for (t, s) in p.plan.sources.iter().enumerate() {
+            if let Source::Fetch { frame, .. } = *s
+                && let Some(r) = range_of[frame]
+            {
+                last_use[r] = last_use[r].max(chunk_of(t as u64));
+            }
+        }
+        let max_frame = p.frames.iter().map(|f| f.blocks).max().unwrap_or(0) as usize;
+        Ok(Fetcher {
+            incoming,
+            p,
+            range_of,
+            last_use,
+            bodies: Default::default(),
+            dctx: zstd::bulk::Decompressor::new()
+                .map_err(|e| Error::io("creating a zstd decoder", e))?,
+            decoded: None,
+            frame: vec![0; max_frame * BLOCK_SIZE as usize],
+            done: Written::default(),
+        })
+    }
+
+    /// Block `block` of frame `f`: its range fetched if it is not held, the
+    /// frame's bytes checked against the signed prefix of their sha256
+    /// before zstd sees them.
+    fn block(&mut self, f: usize, block: u64) -> Result<&[u8], Error> {
+        let bs = BLOCK_SIZE as usize;
+        if self.decoded != Some(f) {
+            let r = self.range_of[f].ok_or_else(|| {
+                Error::BadRelease(format!("internal: frame {f} is needed but not planned"))
+            })?;
+            let range = &self.p.plan.ranges[r];
+            // Ranges arrive in plan order; those before `r` are kept for
+            // the chunks that need them.
+            while !self.bodies.contains_key(&r) {
+                let (got, body) = self.incoming.recv().map_err(|_| {
+                    Error::BadRelease(format!("internal: range {r} was never fetched"))
+                })??;
+                self.done.requests += 1;
+                self.done.bytes += body.len() as u64;
+                self.bodies.insert(got, body);
+            }
+            let body = &self.bodies[&r];
+            let loc = &self.p.frames[f];
+            let at = (loc.offset - range.start) as usize;
             let z = &body[at..at + loc.zsize as usize];
-            if Sha256::digest(z)[..] != loc.zsha256 {
+            let n = loc.zsha_len;
+            if Sha256::digest(z)[..n] != loc.zsha256[..n] {
                 return Err(Error::BadRelease(format!(
                     "{} bytes {}..{}: frame {f} does not match the sha256 the signed block index gives (tampered or corrupt download)",
                     loc.file,
@@ -274,8 +386,10 @@ pub fn write(
                 )));
             }
             let size = loc.blocks as usize * bs;
-            let got = dctx
-                .decompress_to_buffer(z, &mut frame[..size])
+            self.decoded = None;
+            let got = self
+                .dctx
+                .decompress_to_buffer(z, &mut self.frame[..size])
                 .map_err(|e| {
                     Error::BadRelease(format!(
                         "{}: frame {f} does not decode to its {size} bytes: {e}",
@@ -288,67 +402,269 @@ pub fn write(
                     loc.file
                 )));
             }
-            // Runs of consecutive target blocks from consecutive frame blocks
-            // (a new file) go out in one write.
-            let targets = &by_frame[f];
-            let mut i = 0;
-            while i < targets.len() {
-                let (t0, k0) = targets[i];
-                let mut len = 1;
-                while i + len < targets.len()
-                    && len < COPY_RUN as usize
-                    && targets[i + len] == (t0 + len as u64, k0 + len as u64)
-                {
-                    len += 1;
-                }
-                out.set_len(len * bs);
-                out.as_mut_slice()
-                    .copy_from_slice(&frame[k0 as usize * bs..(k0 as usize + len) * bs]);
-                writer.write_at(t0 * BLOCK_SIZE, out.as_slice())?;
-                done.fetched += len as u64;
-                i += len;
-            }
+            self.decoded = Some(f);
         }
+        Ok(&self.frame[block as usize * bs..][..bs])
     }
+
+    /// Drops the ranges no chunk after `chunk` needs.
+    fn done_with(&mut self, chunk: u64) {
+        let last = &self.last_use;
+        self.bodies.retain(|r, _| last[*r] > chunk);
+    }
+}
+
+/// Writes the new image to the slot from the plan, chunk by chunk of the
+/// usr image in order from `resume.start`: each chunk is assembled in memory
+/// from local blocks, fetched frames and (the hash area) the dm-verity tree
+/// computed from the data, checked against its signed sha256, then written;
+/// every 64 MiB (and at the end) an fdatasync, then `resume.durable`. The
+/// computed tree's root must equal the signed one before its chunks are
+/// written. Chunks before `resume.start` are read back from the slot and
+/// checked against their signed sha256 (the tree needs their data). Every
+/// chunk written is read back and compared before it counts as durable.
+pub fn write(
+    http: &Http,
+    p: &Prepared,
+    usr: &Image,
+    active: &Path,
+    writer: &SlotWriter,
+    resume: Resume<'_>,
+    report: &mut dyn FnMut(Event),
+) -> Result<Written, Error> {
+    let bs = BLOCK_SIZE as usize;
+    let info = usr
+        .verity
+        .ok_or_else(|| Error::BadRelease("the usr image has no dm-verity tree".into()))?
+        .to_info();
+    let tree_range = tree_blocks(&info);
+    let chunks = &usr.chunks;
+    let start = resume.start.min(chunks.len() as u64);
+    let max_chunk = chunks.iter().map(|c| c.size).max().unwrap_or(0) as usize;
+    let chunk_of =
+        |block: u64| chunks.partition_point(|c| c.offset + c.size <= block * BLOCK_SIZE) as u64;
+    let mut tree = verity_tree::TreeBuilder::new(info.data_blocks, &info.salt)
+        .map_err(|e| Error::BadRelease(format!("usr dm-verity geometry: {e}")))?;
+    let mut buf = AlignedBuf::new(max_chunk);
     report(Event::Phase(format!(
-        "delta: copying {} blocks from the active slot",
-        p.plan.copied
+        "delta: checking the {start} chunks written before"
     )));
+    for c in &chunks[..start as usize] {
+        buf.set_len(c.size as usize);
+        writer.read_back(c.offset, buf.as_mut_slice())?;
+        if Sha256::digest(buf.as_slice())[..] != c.sha256.0 {
+            return Err(Error::ReadBack(format!(
+                "chunk {} written by an earlier run no longer matches its signed sha256",
+                c.index
+            )));
+        }
+        tree.add_blocks(c.offset / BLOCK_SIZE, buf.as_slice());
+    }
     let src = File::open(active)
         .map_err(|e| Error::io(format!("opening the active slot {}", active.display()), e))?;
+    let read_err = |e| Error::io(format!("reading the active slot {}", active.display()), e);
+
     let sources = &p.plan.sources;
-    let mut t = 0usize;
-    while t < sources.len() {
-        let Source::Local(n0) = sources[t] else {
-            t += 1;
-            continue;
+    let total = chunks.len() as u64;
+    report(Event::Phase(format!(
+        "delta: writing chunks {start}..{total} ({} ranges to fetch)",
+        p.plan.ranges.len()
+    )));
+    let durable = resume.durable;
+    let stop_after = resume.stop_after;
+    // This thread assembles and checks chunks; the "write" thread writes,
+    // reads back and syncs them, so the device I/O overlaps the assembly.
+    let (this_run, done) = std::thread::scope(|s| -> Result<(u64, Written), Error> {
+        let (to_disk, from_main) = sync_channel::<(u64, AlignedBuf)>(2);
+        let (to_main, synced) = sync_channel::<Result<Synced, Error>>(total as usize + 1);
+        let disk = std::thread::Builder::new()
+            .name("write".into())
+            .spawn_scoped(s, move || {
+                disk_stage(writer, chunks, stop_after, from_main, to_main)
+            })
+            .map_err(|e| Error::io("starting the delta write thread", e))?;
+        // Records what the write thread synced; true when it stopped.
+        let mut note = |r: Result<Synced, Error>| -> Result<bool, Error> {
+            let Synced { through, stop } = r?;
+            durable(through)?;
+            Ok(stop)
         };
-        let mut len = 1usize;
-        while t + len < sources.len()
-            && len < COPY_RUN as usize
-            && sources[t + len] == Source::Local(n0 + len as u64)
-        {
-            len += 1;
-        }
-        out.set_len(len * bs);
-        src.read_exact_at(out.as_mut_slice(), n0 * BLOCK_SIZE)
-            .map_err(|e| Error::io(format!("reading the active slot {}", active.display()), e))?;
-        for (j, b) in out.as_slice().chunks_exact(bs).enumerate() {
-            let want = p.index.digest((t + j) as u64);
-            if Sha256::digest(b)[..want.len()] != *want {
-                return Err(Error::ReadBack(format!(
-                    "block {} of the active slot {} changed since it was hashed: not copied",
-                    n0 + j as u64,
-                    active.display()
+        let mut send = |index: u64, out: AlignedBuf| -> Result<bool, Error> {
+            let c = &chunks[index as usize];
+            if Sha256::digest(out.as_slice())[..] != c.sha256.0 {
+                return Err(Error::BadRelease(format!(
+                    "chunk {index} assembled from the delta does not match its signed sha256 (a local block changed since it was hashed, or a bad frame): not written"
                 )));
             }
+            // A closed channel: the write thread failed or stopped; its
+            // message says which.
+            let sent = to_disk.send((index, out)).is_ok();
+            while let Ok(r) = synced.try_recv() {
+                if note(r)? {
+                    return Ok(true);
+                }
+            }
+            Ok(!sent)
+        };
+        let (fetched, incoming) = sync_channel::<Body>(2);
+        std::thread::Builder::new()
+            .name("fetch".into())
+            .spawn_scoped(s, move || fetch_stage(http, p, fetched))
+            .map_err(|e| Error::io("starting the delta fetch thread", e))?;
+        let mut fetcher = Fetcher::new(incoming, p, chunk_of)?;
+        // Chunks holding tree blocks wait for the whole data area, in memory.
+        let mut held: Vec<(u64, AlignedBuf)> = Vec::new();
+        let mut stopped = false;
+        for c in &chunks[start as usize..] {
+            let first = c.offset / BLOCK_SIZE;
+            let blocks = c.size / BLOCK_SIZE;
+            let mut out = AlignedBuf::new(c.size as usize);
+            let mut has_tree = !held.is_empty();
+            let mut k = 0u64;
+            while k < blocks {
+                let t = first + k;
+                let dst = |k: u64, len: u64| (k as usize * bs)..((k + len) as usize * bs);
+                match sources[t as usize] {
+                    Source::Local(n0) => {
+                        // A run of consecutive local blocks: one read.
+                        let mut len = 1u64;
+                        while k + len < blocks
+                            && sources[(t + len) as usize] == Source::Local(n0 + len)
+                        {
+                            len += 1;
+                        }
+                        src.read_exact_at(&mut out.as_mut_slice()[dst(k, len)], n0 * BLOCK_SIZE)
+                            .map_err(read_err)?;
+                        fetcher.done.copied += len;
+                        k += len;
+                    }
+                    Source::Fetch { frame, block } => {
+                        let b = fetcher.block(frame, block)?;
+                        out.as_mut_slice()[dst(k, 1)].copy_from_slice(b);
+                        fetcher.done.fetched += 1;
+                        k += 1;
+                    }
+                    Source::Skip if tree_range.contains(&t) => {
+                        has_tree = true;
+                        k += 1;
+                    }
+                    Source::Skip => {
+                        return Err(Error::BadRelease(format!(
+                            "internal: block {t} of chunk {} was not planned",
+                            c.index
+                        )));
+                    }
+                }
+            }
+            fetcher.done_with(c.index);
+            tree.add_blocks(first, out.as_slice());
+            if has_tree {
+                held.push((c.index, out));
+            } else if send(c.index, out)? {
+                stopped = true;
+                break;
+            }
         }
-        writer.write_at(t as u64 * BLOCK_SIZE, out.as_slice())?;
-        done.copied += len as u64;
-        t += len;
+        if !stopped && !held.is_empty() {
+            let (area, root) = tree.finish();
+            if root != info.root_hash {
+                return Err(Error::BadRelease(format!(
+                    "the dm-verity root of the assembled data is {}, the signed one {}: the data is not this release's",
+                    hex::encode(root),
+                    hex::encode(info.root_hash)
+                )));
+            }
+            let area_first = info.hash_offset / BLOCK_SIZE;
+            for (index, mut out) in held {
+                let c = &chunks[index as usize];
+                let first = c.offset / BLOCK_SIZE;
+                for k in 0..c.size / BLOCK_SIZE {
+                    let t = first + k;
+                    if tree_range.contains(&t) {
+                        let at = ((t - area_first) * BLOCK_SIZE) as usize;
+                        out.as_mut_slice()[k as usize * bs..][..bs]
+                            .copy_from_slice(&area[at..at + bs]);
+                    }
+                }
+                if send(index, out)? {
+                    break;
+                }
+            }
+        }
+        drop(to_disk);
+        for r in synced {
+            note(r)?;
+        }
+        let written = disk
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        Ok((written, fetcher.done))
+    })?;
+    if stop_after == Some(this_run) && start + this_run < total {
+        return Err(Error::Interrupted(this_run));
     }
-    writer.sync()?;
+    let mut done = done;
+    done.chunks = this_run;
     Ok(done)
+}
+
+/// Chunks through `through` are written, read back equal and fdatasynced;
+/// `stop`: the test hook fired there.
+struct Synced {
+    through: u64,
+    stop: bool,
+}
+
+/// The write thread: writes each chunk, reads it back and compares, and
+/// syncs every [`SYNC_BYTES`](crate::pipeline::SYNC_BYTES) and after the
+/// last chunk (or when `stop_after` chunks are written). Returns the chunks
+/// written.
+fn disk_stage(
+    writer: &SlotWriter,
+    chunks: &[release_manifest::Chunk],
+    stop_after: Option<u64>,
+    input: Receiver<(u64, AlignedBuf)>,
+    out: SyncSender<Result<Synced, Error>>,
+) -> Result<u64, Error> {
+    let total = chunks.len() as u64;
+    let max = chunks.iter().map(|c| c.size).max().unwrap_or(0) as usize;
+    let mut back = AlignedBuf::new(max);
+    let (mut unsynced, mut this_run) = (0u64, 0u64);
+    let r = (|| {
+        for (index, buf) in input {
+            let c = &chunks[index as usize];
+            writer.write_at(c.offset, buf.as_slice())?;
+            back.set_len(buf.as_slice().len());
+            writer.read_back(c.offset, back.as_mut_slice())?;
+            if !crate::pipeline::same_bytes(back.as_slice(), buf.as_slice()) {
+                return Err(Error::ReadBack(format!(
+                    "chunk {index} reads back other bytes than were written (failing device?)"
+                )));
+            }
+            this_run += 1;
+            unsynced += c.size;
+            let stop = stop_after == Some(this_run);
+            if unsynced >= crate::pipeline::SYNC_BYTES || index + 1 == total || stop {
+                writer.sync()?;
+                unsynced = 0;
+                let _ = out.send(Ok(Synced {
+                    through: index + 1,
+                    stop,
+                }));
+                if stop {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(this_run),
+        Err(e) => {
+            let _ = out.send(Err(e));
+            Ok(this_run)
+        }
+    }
 }
 
 /// The kernel command line of this boot; empty when unreadable (a test).
@@ -383,7 +699,7 @@ impl Agent {
         }
         let verity = booted_verity(&proc_cmdline()).map_err(Error::Host)?;
         let active = self.target.slot_path(self.host.booted_slot).to_path_buf();
-        let prepared = prepare(&self.http, &manifest, usr, &active, verity.as_ref());
+        let prepared = prepare(&self.http, &manifest, usr, &active, verity.as_ref(), 0);
         Ok(match prepared {
             Ok(Some(p)) if p.worth_it() => DownloadPlan {
                 method: "delta".into(),
@@ -407,6 +723,27 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The blocks the host computes are the hash area after its superblock
+    /// block, up to the image's end.
+    #[test]
+    fn the_computed_blocks_are_the_tree_after_the_superblock() {
+        for data_blocks in [1u64, 2, 127, 128, 129, 300, 16_385] {
+            let hash_size = verity_tree::hash_size(data_blocks).unwrap();
+            let info = verity_tree::VerityInfo {
+                root_hash: [0; 32],
+                salt: [5; 32],
+                data_blocks,
+                hash_offset: data_blocks * BLOCK_SIZE,
+                hash_size,
+                data_block_size: BLOCK_SIZE as u32,
+                hash_block_size: BLOCK_SIZE as u32,
+            };
+            let tree_range = tree_blocks(&info);
+            assert_eq!(tree_range.start, data_blocks + 1);
+            assert_eq!(tree_range.end, data_blocks + hash_size / BLOCK_SIZE);
+        }
+    }
 
     #[test]
     fn reads_the_booted_verity_from_the_command_line() {

@@ -4,6 +4,7 @@ mod bench;
 mod bench_delta;
 mod bench_fleet;
 mod bench_runtime;
+mod cargo_tests;
 mod fuzz;
 mod setup;
 
@@ -231,12 +232,14 @@ fn test(no_vm: bool) -> Result<()> {
     }) && Arch::ALL.iter().all(|&a| {
         // Image-level tests build through cairn-build: have its artifacts ready.
         phases.time(&format!("compile: artifacts {}", a.name()), || artifacts(a))
-    }) && phases.time("cargo test --workspace --release", || {
+    }) && phases.time("cargo tests (release, two binaries at a time)", || {
         // The image and firmware tests skip politely when run bare; here they must run.
-        sh(cargo()
-            .args(["test", "--workspace", "--release"])
-            .env("CAIRN_REQUIRE_IMAGE_TESTS", "1")
-            .env("CAIRN_REQUIRE_QEMU", "1"))
+        let env = [
+            ("CAIRN_REQUIRE_IMAGE_TESTS", "1"),
+            ("CAIRN_REQUIRE_QEMU", "1"),
+        ];
+        cargo_tests::run(&mut cargo(), &env, 2)?;
+        cargo_tests::run_doc(&mut cargo(), &env)
     }) && (no_vm
         || phases.time("VM scenarios x86_64 (images + runs)", || {
             vmtest(&[], Arch::X86_64, true)
@@ -304,6 +307,17 @@ pub fn test_image(arch: Arch, build: bool) -> Result<PathBuf> {
 
 /// `out/test-<board><suffix>` at `version`, trusting the test repository.
 fn test_build(arch: Arch, suffix: &str, version: &str, build: bool) -> Result<PathBuf> {
+    test_build_of(arch, test_board(arch), suffix, version, build)
+}
+
+/// [`test_build`] from `board_file` (a board name or a path to its TOML).
+fn test_build_of(
+    arch: Arch,
+    board_file: &str,
+    suffix: &str,
+    version: &str,
+    build: bool,
+) -> Result<PathBuf> {
     let board = test_board(arch);
     let out = root().join("out").join(format!("test-{board}{suffix}"));
     if build || !out.join("build-info.json").is_file() {
@@ -313,7 +327,7 @@ fn test_build(arch: Arch, suffix: &str, version: &str, build: bool) -> Result<Pa
             .join("root.json");
         let root_json = root_json.to_str().context("non-UTF-8 path")?;
         build_image_with(
-            board,
+            board_file,
             &out,
             &["--version", version, "--update-root", root_json],
         )?;
@@ -353,6 +367,32 @@ fn test_update_release(arch: Arch, build: bool) -> Result<PathBuf> {
     test_build(arch, "-v2", qemu_tests::scenarios::V2, build)
 }
 
+/// The release `update-delta` offers: v2 with one package added, so that
+/// it differs from the test image by a little, as a real update does.
+fn test_delta_release(arch: Arch, build: bool) -> Result<PathBuf> {
+    let board = test_board(arch);
+    // A variant of the test board under its name: the image accepts only
+    // releases of its own board. Absolute `extends`: the variant lives
+    // outside board-configs/.
+    let base = root().join("board-configs").join(format!("{board}.toml"));
+    let dir = target_dir().join("test-boards");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let variant = dir.join(format!("{board}-delta.toml"));
+    let toml = format!(
+        "extends = {:?}\n[board]\nname = {board:?}\n[debian]\npackages_add = [{:?}]\n",
+        base.to_str().context("non-UTF-8 path")?,
+        qemu_tests::scenarios::DELTA_PACKAGE
+    );
+    std::fs::write(&variant, toml).with_context(|| format!("writing {}", variant.display()))?;
+    test_build_of(
+        arch,
+        variant.to_str().context("non-UTF-8 path")?,
+        "-v2-delta",
+        qemu_tests::scenarios::V2,
+        build,
+    )
+}
+
 fn vmtest(scenarios: &[String], arch: Arch, build: bool) -> Result<()> {
     setup::setup()?;
     let dir = test_image(arch, build)?;
@@ -366,7 +406,12 @@ fn vmtest(scenarios: &[String], arch: Arch, build: bool) -> Result<()> {
         let repo = root()
             .join("out")
             .join(format!("test-repo-{}", test_board(arch)));
-        images.set_update(arch, qemu_tests::UpdateInputs { v2, repo });
+        let v2_delta = if qemu_tests::scenarios::need_delta_release(scenarios, arch) {
+            Some(test_delta_release(arch, build)?)
+        } else {
+            None
+        };
+        images.set_update(arch, qemu_tests::UpdateInputs { v2, repo, v2_delta });
     }
     let template = qemu_tests::CtxTemplate {
         artifacts_root: target_dir().join("vm-artifacts"),

@@ -59,14 +59,16 @@ pub type ChunkSink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), String> + 'a;
 /// every block, once to compress its distinct blocks, in order of first
 /// occurrence, into zstd frames of `frame_blocks` blocks. The frames are
 /// handed to `sink` as chunks of `chunk_size` plain bytes: `(plain,
-/// concatenated frames)`. Returns the index. Deterministic: single-threaded
-/// zstd at `level`.
+/// concatenated frames)`. The index keeps `frame_hash_len` bytes of each
+/// frame's sha256. Returns the index. Deterministic: single-threaded zstd at
+/// `level`.
 #[allow(clippy::too_many_arguments)]
 pub fn build<R: Read + Seek>(
     image: &str,
     input: &mut R,
     size: u64,
     frame_blocks: u32,
+    frame_hash_len: usize,
     chunk_size: u64,
     level: i32,
     sink: &mut ChunkSink<'_>,
@@ -175,7 +177,13 @@ pub fn build<R: Read + Seek>(
         )));
     }
     flush_frame(&mut frame, &mut plain, &mut packed, true)?;
-    Ok(Index::new(dl, frame_blocks, digests, frames)?)
+    Ok(Index::new(
+        dl,
+        frame_blocks,
+        frame_hash_len,
+        digests,
+        frames,
+    )?)
 }
 
 /// What [`add_to_release`] added, for the build log.
@@ -221,6 +229,7 @@ pub fn add_to_release(
             &mut io::BufReader::with_capacity(1 << 20, &mut file),
             size,
             crate::DEFAULT_FRAME_BLOCKS,
+            crate::DEFAULT_FRAME_HASH_LEN,
             chunk_size,
             level,
             &mut |plain, packed| {
@@ -296,6 +305,7 @@ mod tests {
             &mut io::Cursor::new(&img),
             img.len() as u64,
             4,
+            32,
             4 * 4096 * 3,
             3,
             &mut |p, z| {
@@ -340,7 +350,7 @@ mod tests {
             .flat_map(|i| block([i, 7, 3, 1000][i as usize % 4]))
             .collect();
         let local = LocalBlocks::hash(&old);
-        let p = plan(&index, &locs, &local, 0, MAX_RANGE);
+        let p = plan(&index, &locs, &local, 0, MAX_RANGE, &[]);
         assert!(p.copied > 0 && p.fetched > 0, "{p:?}");
         let bs = BLOCK_SIZE as usize;
         for (b, s) in p.sources.iter().enumerate() {
@@ -351,9 +361,11 @@ mod tests {
                     let file: usize = l.file.parse().unwrap();
                     let z = &chunks[file].1[l.offset as usize..][..l.zsize as usize];
                     assert_eq!(<[u8; 32]>::from(Sha256::digest(z)), l.zsha256);
+                    assert_eq!(l.zsha_len, 32);
                     let f = zstd::bulk::decompress(z, l.blocks as usize * bs).unwrap();
                     f[block as usize * bs..][..bs].to_vec()
                 }
+                Source::Skip => panic!("block {b} skipped"),
             };
             assert_eq!(got, img[b * bs..][..bs], "block {b} from {s:?}");
         }
@@ -430,6 +442,7 @@ mod tests {
             &mut io::Cursor::new(&img),
             5000,
             4,
+            8,
             4 * 4096,
             3,
             &mut |_, _| Ok(()),

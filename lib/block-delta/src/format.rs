@@ -7,21 +7,31 @@ use release_manifest::Image;
 
 /// The dm-verity data block size: the unit the verity tree checks.
 pub const BLOCK_SIZE: u64 = 4096;
-/// First bytes of an index; the last byte is the index format.
-pub const MAGIC: [u8; 8] = *b"CAIRNBD\x01";
+/// First bytes of an index; the last byte is the index format. Format 2
+/// replaced format 1's reserved header field by the frame hash length.
+pub const MAGIC: [u8; 8] = *b"CAIRNBD\x02";
+/// Format 1: every frame record carries the whole sha256 (decoded still).
+const MAGIC_V1: [u8; 8] = *b"CAIRNBD\x01";
 pub const DEFAULT_DIGEST_LEN: usize = 8;
 pub const MIN_DIGEST_LEN: usize = 8;
 pub const MAX_DIGEST_LEN: usize = 32;
-/// 16 KiB frames. Measured on qemu-x86_64 + htop (1518 of 27732 blocks
+/// One block per frame. Measured on qemu-x86_64 + htop (1518 of 27732 blocks
 /// missing, scattered EROFS metadata among them): 16-block frames fetched
-/// 9.5 MB, 8: 6.6 MB, 4: 4.7 MB, 2: 3.6 MB, 1: 3.1 MB, while the frame table
-/// grows the index from 0.28 to 1.2 MB (1.6 % of the payload at 1 block).
-/// 4 keeps the index at 0.6 % of the compressed payload.
-pub const DEFAULT_FRAME_BLOCKS: u32 = 4;
+/// 9.5 MB, 8: 6.6 MB, 4: 4.7 MB, 2: 3.6 MB, 1: 3.1 MB. With format 1's
+/// 36-byte frame record the 1-block index was 1.2 MB (1.6 % of the payload);
+/// with a [`DEFAULT_FRAME_HASH_LEN`]-byte hash it is 12 bytes a frame.
+pub const DEFAULT_FRAME_BLOCKS: u32 = 1;
+/// Bytes of a frame's compressed sha256 kept in the index: zstd only sees
+/// fetched bytes whose hash matches this signed prefix (forging one is a
+/// 2^64 second preimage), and every block written is then checked against
+/// the signed chunk sha256 before it is written and the signed dm-verity root
+/// before the flip, so the prefix guards the decoder, not the slot.
+pub const DEFAULT_FRAME_HASH_LEN: usize = 8;
+/// Fewer bytes would let the decoder see bytes no signature vouches for.
+pub const MIN_FRAME_HASH_LEN: usize = 8;
 /// Frames larger than this are refused: a host decodes one frame at a time.
 const MAX_FRAME_BLOCKS: u32 = 1024;
 const HEADER_SIZE: usize = 48;
-const FRAME_ENTRY: usize = 4 + 32;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
@@ -52,7 +62,8 @@ pub fn blocks_image_name(image: &str) -> String {
 pub struct Frame {
     /// Compressed size.
     pub zsize: u32,
-    /// sha256 of the compressed bytes, checked before decoding.
+    /// sha256 of the compressed bytes, checked before decoding: its first
+    /// [`Index::frame_hash_len`] bytes, the rest zero.
     pub zsha256: [u8; 32],
 }
 
@@ -71,6 +82,7 @@ pub fn frame_bound(plain: u64) -> u64 {
 pub struct Index {
     digest_len: usize,
     frame_blocks: u32,
+    frame_hash_len: usize,
     /// `digest_len` bytes per image block, in image order.
     digests: Vec<u8>,
     frames: Vec<Frame>,
@@ -82,13 +94,23 @@ pub struct Index {
 
 impl Index {
     /// An index from the digests of every image block and the frames of its
-    /// distinct blocks; checks the same rules as [`Index::decode`].
+    /// distinct blocks, keeping `frame_hash_len` bytes of each frame's
+    /// sha256; checks the same rules as [`Index::decode`].
     pub fn new(
         digest_len: usize,
         frame_blocks: u32,
+        frame_hash_len: usize,
         digests: Vec<u8>,
-        frames: Vec<Frame>,
+        mut frames: Vec<Frame>,
     ) -> Result<Index, FormatError> {
+        if !(MIN_FRAME_HASH_LEN..=32).contains(&frame_hash_len) {
+            return Err(malformed(format!(
+                "frame hash length {frame_hash_len} is outside {MIN_FRAME_HASH_LEN}..=32"
+            )));
+        }
+        for f in &mut frames {
+            f.zsha256[frame_hash_len..].fill(0);
+        }
         if !(MIN_DIGEST_LEN..=MAX_DIGEST_LEN).contains(&digest_len) {
             return Err(malformed(format!(
                 "digest length {digest_len} is outside {MIN_DIGEST_LEN}..={MAX_DIGEST_LEN}"
@@ -132,6 +154,7 @@ impl Index {
         Ok(Index {
             digest_len,
             frame_blocks,
+            frame_hash_len,
             digests,
             frames,
             ordinals,
@@ -150,6 +173,11 @@ impl Index {
 
     pub fn frame_blocks(&self) -> u32 {
         self.frame_blocks
+    }
+
+    /// Bytes of each frame's compressed sha256 the index keeps.
+    pub fn frame_hash_len(&self) -> usize {
+        self.frame_hash_len
     }
 
     /// Blocks of the image.
@@ -185,32 +213,36 @@ impl Index {
     /// Little-endian binary:
     ///
     /// ```text
-    /// magic        8   "CAIRNBD\x01"
-    /// block_size   u32 4096
-    /// digest_len   u32 bytes of each block digest (first bytes of its sha256), 8..=32
-    /// frame_blocks u32 distinct blocks per zstd frame (the last frame may hold fewer)
-    /// reserved     u32 0
-    /// blocks       u64 blocks of the image (its size / 4096)
-    /// unique       u64 distinct digests among them
-    /// frames       u64 ceil(unique / frame_blocks)
-    /// digests      blocks × digest_len
-    /// frame table  frames × (zsize u32, zsha256 32 bytes)
+    /// magic          8   "CAIRNBD\x02"
+    /// block_size     u32 4096
+    /// digest_len     u32 bytes of each block digest (first bytes of its sha256), 8..=32
+    /// frame_blocks   u32 distinct blocks per zstd frame (the last frame may hold fewer)
+    /// frame_hash_len u32 bytes of each frame's sha256 kept, 8..=32
+    /// blocks         u64 blocks of the image (its size / 4096)
+    /// unique         u64 distinct digests among them
+    /// frames         u64 ceil(unique / frame_blocks)
+    /// digests        blocks × digest_len
+    /// frame table    frames × (zsize u32, first frame_hash_len bytes of zsha256)
     /// ```
+    ///
+    /// Format 1 ("CAIRNBD\x01") is the same with 0 where frame_hash_len is
+    /// and 32-byte frame hashes; [`Index::decode`] still reads it.
     pub fn encode(&self) -> Vec<u8> {
+        let entry = 4 + self.frame_hash_len;
         let mut out =
-            Vec::with_capacity(HEADER_SIZE + self.digests.len() + self.frames.len() * FRAME_ENTRY);
+            Vec::with_capacity(HEADER_SIZE + self.digests.len() + self.frames.len() * entry);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&(BLOCK_SIZE as u32).to_le_bytes());
         out.extend_from_slice(&(self.digest_len as u32).to_le_bytes());
         out.extend_from_slice(&self.frame_blocks.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(self.frame_hash_len as u32).to_le_bytes());
         out.extend_from_slice(&self.blocks().to_le_bytes());
         out.extend_from_slice(&self.unique.to_le_bytes());
         out.extend_from_slice(&(self.frames.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.digests);
         for f in &self.frames {
             out.extend_from_slice(&f.zsize.to_le_bytes());
-            out.extend_from_slice(&f.zsha256);
+            out.extend_from_slice(&f.zsha256[..self.frame_hash_len]);
         }
         out
     }
@@ -218,8 +250,8 @@ impl Index {
     /// Parses and checks an index: every count must agree with the tables, and
     /// the distinct digests with `unique`.
     pub fn decode(bytes: &[u8]) -> Result<Index, FormatError> {
-        if bytes.len() < HEADER_SIZE || bytes[..8] != MAGIC {
-            return Err(malformed("no CAIRNBD\\x01 header"));
+        if bytes.len() < HEADER_SIZE || (bytes[..8] != MAGIC && bytes[..8] != MAGIC_V1) {
+            return Err(malformed("no CAIRNBD\\x02 (or \\x01) header"));
         }
         let u32_at = |at: usize| {
             let mut b = [0u8; 4];
@@ -236,12 +268,22 @@ impl Index {
         }
         let digest_len = u32_at(12) as usize;
         let frame_blocks = u32_at(16);
-        if u32_at(20) != 0 {
-            return Err(malformed("reserved header field is not 0"));
+        let frame_hash_len = match bytes[..8] == MAGIC_V1 {
+            true if u32_at(20) != 0 => {
+                return Err(malformed("reserved header field is not 0"));
+            }
+            true => 32,
+            false => u32_at(20) as usize,
+        };
+        if !(MIN_FRAME_HASH_LEN..=32).contains(&frame_hash_len) {
+            return Err(malformed(format!(
+                "frame hash length {frame_hash_len} is outside {MIN_FRAME_HASH_LEN}..=32"
+            )));
         }
+        let entry = 4 + frame_hash_len;
         let (blocks, unique, frames) = (u64_at(24), u64_at(32), u64_at(40));
         let body = (bytes.len() - HEADER_SIZE) as u128;
-        let want = blocks as u128 * digest_len as u128 + frames as u128 * FRAME_ENTRY as u128;
+        let want = blocks as u128 * digest_len as u128 + frames as u128 * entry as u128;
         if body != want {
             return Err(malformed(format!(
                 "{body} bytes after the header, {want} expected for {blocks} blocks and {frames} frames"
@@ -250,10 +292,10 @@ impl Index {
         let split = HEADER_SIZE + blocks as usize * digest_len;
         let digests = bytes[HEADER_SIZE..split].to_vec();
         let table = bytes[split..]
-            .chunks_exact(FRAME_ENTRY)
+            .chunks_exact(entry)
             .map(|e| {
                 let mut zsha256 = [0u8; 32];
-                zsha256.copy_from_slice(&e[4..]);
+                zsha256[..frame_hash_len].copy_from_slice(&e[4..]);
                 let mut z = [0u8; 4];
                 z.copy_from_slice(&e[..4]);
                 Frame {
@@ -262,7 +304,7 @@ impl Index {
                 }
             })
             .collect();
-        let index = Index::new(digest_len, frame_blocks, digests, table)?;
+        let index = Index::new(digest_len, frame_blocks, frame_hash_len, digests, table)?;
         if index.unique != unique {
             return Err(malformed(format!(
                 "header says {unique} distinct blocks, the digests have {}",
@@ -295,7 +337,9 @@ pub struct FrameLoc {
     pub file: String,
     pub offset: u64,
     pub zsize: u64,
+    /// The first `zsha_len` bytes are the signed prefix of the frame's sha256.
     pub zsha256: [u8; 32],
+    pub zsha_len: usize,
     /// Plain size: blocks × 4096.
     pub blocks: u64,
 }
@@ -341,6 +385,7 @@ pub fn locate(index: &Index, blocks: &Image) -> Result<Vec<FrameLoc>, FormatErro
                 offset,
                 zsize: frame.zsize as u64,
                 zsha256: frame.zsha256,
+                zsha_len: index.frame_hash_len,
                 blocks: index.frame_len(first + f),
             });
             offset += frame.zsize as u64;
@@ -374,7 +419,7 @@ mod tests {
                 zsha256: [i as u8; 32],
             })
             .collect();
-        Index::new(8, frame_blocks, d, frames)
+        Index::new(8, frame_blocks, 32, d, frames)
     }
 
     #[test]
@@ -391,6 +436,34 @@ mod tests {
     }
 
     #[test]
+    fn frame_hashes_are_cut_to_their_length_and_format_1_still_decodes() {
+        let full = index(&[5, 5, 7, 5, 9, 7, 1], 2).unwrap();
+        // (frame hash length, encoded size)
+        for (len, size) in [(8usize, 48 + 7 * 8 + 2 * 12), (16, 48 + 7 * 8 + 2 * 20)] {
+            let frames = full.frames().to_vec();
+            let cut = Index::new(8, 2, len, full.digests.clone(), frames).unwrap();
+            assert!(
+                cut.frames()
+                    .iter()
+                    .all(|f| f.zsha256[len..] == [0; 32][len..])
+            );
+            assert_eq!(
+                cut.frames()[1].zsha256[..len],
+                full.frames()[1].zsha256[..len]
+            );
+            let bytes = cut.encode();
+            assert_eq!(bytes.len(), size, "hash length {len}");
+            assert_eq!(Index::decode(&bytes).unwrap(), cut, "hash length {len}");
+        }
+        // Format 1: magic \x01, reserved 0, whole hashes.
+        let mut v1 = full.encode();
+        v1[7] = 1;
+        v1[20..24].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(Index::decode(&v1).unwrap(), full);
+        assert!(Index::new(8, 2, 33, full.digests.clone(), vec![]).is_err());
+    }
+
+    #[test]
     fn refuses_inconsistent_indexes() {
         let good = index(&[1, 2, 3], 2).unwrap().encode();
         let patch = |at: usize, v: &[u8]| {
@@ -400,11 +473,16 @@ mod tests {
         };
         let mut truncated = good.clone();
         truncated.pop();
-        let table: [(&str, Vec<u8>); 7] = [
+        let mut v1_reserved = patch(20, &1u32.to_le_bytes());
+        v1_reserved[7] = 1;
+        let table: [(&str, Vec<u8>); 10] = [
             ("bad magic", patch(0, b"X")),
+            ("format 3", patch(7, &[3])),
             ("block size", patch(8, &8192u32.to_le_bytes())),
             ("short digest", patch(12, &4u32.to_le_bytes())),
-            ("reserved", patch(20, &1u32.to_le_bytes())),
+            ("format 1 reserved", v1_reserved),
+            ("frame hash over 32", patch(20, &33u32.to_le_bytes())),
+            ("frame hash under 8", patch(20, &4u32.to_le_bytes())),
             ("unique count", patch(32, &2u64.to_le_bytes())),
             ("truncated", truncated),
             ("zero zsize", patch(48 + 24, &0u32.to_le_bytes())),
@@ -412,7 +490,7 @@ mod tests {
         for (what, bytes) in table {
             assert!(Index::decode(&bytes).is_err(), "{what} was accepted");
         }
-        assert!(Index::new(8, 0, vec![1; 8], vec![]).is_err());
-        assert!(Index::new(8, 2, vec![1; 7], vec![]).is_err());
+        assert!(Index::new(8, 0, 32, vec![1; 8], vec![]).is_err());
+        assert!(Index::new(8, 2, 32, vec![1; 7], vec![]).is_err());
     }
 }

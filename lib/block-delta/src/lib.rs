@@ -20,11 +20,12 @@
 //!   image, and the compressed size and sha256 of every frame. It is signed like
 //!   any image (its sha256 and chunk hashes are in the manifest).
 //!
-//! # Measured (qemu-x86_64, 27 659 blocks, full /usr payload 76.2 MB)
-//! Index 0.47 MB (0.6 %). Same inputs rebuilt with another version: 221
-//! blocks fetched, 0.91 MB (1.2 %). One package added (htop): 1518 blocks,
-//! 4.7 MB (6.2 %); a host two releases behind (+ htop + jq): 1668 blocks,
-//! 5.2 MB (6.8 %). About 220 of those blocks are the new dm-verity tree.
+//! # Measured (`cargo xtask bench delta`, qemu-x86_64, 27 755 blocks, full /usr payload 76.5 MB)
+//! 1-block frames, 8-byte frame hashes, the hash tree computed by the host
+//! (never fetched): index 0.55 MB (0.72 %). Same inputs rebuilt: 0 blocks
+//! fetched (the index only). One package added (htop): 1300 blocks, 2.65 MB
+//! plus the index, 4.2 %; another kernel flavour: 1705 blocks, 5.9 %; a host
+//! two releases behind (+ htop + jq): 1447 blocks, 4.8 %.
 //!
 //! # Why a short digest
 //! The index is what a host must fetch before it can plan, and it should stay
@@ -32,9 +33,9 @@
 //! 0.78 % of the *uncompressed* image, more than 1 % of the compressed one;
 //! the first [`DEFAULT_DIGEST_LEN`] bytes cost a quarter of that. The digest
 //! only *finds* a candidate block: every block copied or fetched is checked
-//! against the signed chunk sha256 and the signed dm-verity root when the slot
-//! is read back, before the flip. Fetched frames are authenticated by their
-//! full sha256 before zstd sees a byte. The builder lengthens the digest if two
+//! against the signed chunk sha256 before it is written and the signed
+//! dm-verity root before the flip. Fetched frames must match the signed prefix
+//! of their sha256 ([`DEFAULT_FRAME_HASH_LEN`] bytes) before zstd sees a byte. The builder lengthens the digest if two
 //! distinct blocks of the image share a prefix ([`build`]).
 //!
 //! # Planning
@@ -48,8 +49,8 @@ mod plan;
 
 pub use build::{Added, BuildError, ChunkSink, add_to_release, build};
 pub use format::{
-    BLOCK_SIZE, DEFAULT_DIGEST_LEN, DEFAULT_FRAME_BLOCKS, FormatError, Frame, FrameLoc, Index,
-    MAGIC, MAX_DIGEST_LEN, MIN_DIGEST_LEN, blocks_image_name, frame_bound, index_image_name,
-    locate,
+    BLOCK_SIZE, DEFAULT_DIGEST_LEN, DEFAULT_FRAME_BLOCKS, DEFAULT_FRAME_HASH_LEN, FormatError,
+    Frame, FrameLoc, Index, MAGIC, MAX_DIGEST_LEN, MIN_DIGEST_LEN, blocks_image_name, frame_bound,
+    index_image_name, locate,
 };
 pub use plan::{DEFAULT_GAP, FetchRange, LocalBlocks, MAX_RANGE, Plan, Source, plan};

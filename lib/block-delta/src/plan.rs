@@ -66,6 +66,9 @@ pub enum Source {
     Local(u64),
     /// Block `block` of frame `frame` once it is fetched and decoded.
     Fetch { frame: usize, block: u64 },
+    /// Not planned: the caller has it (written before an interruption) or
+    /// makes it (the dm-verity hash tree, computed from the data).
+    Skip,
 }
 
 /// One HTTP Range request: bytes `[start, start + len)` of `file`, holding
@@ -93,7 +96,8 @@ pub struct Plan {
     pub download: u64,
 }
 
-/// Plans writing the image `index` describes.
+/// Plans writing the image `index` describes, but for the target blocks in
+/// `skip` ([`Source::Skip`]: nothing fetched for them).
 ///
 /// Rules:
 /// * a target block whose digest equals the digest prefix of some local block
@@ -109,6 +113,7 @@ pub fn plan(
     local: &LocalBlocks,
     gap: u64,
     max_range: u64,
+    skip: &[Range<u64>],
 ) -> Plan {
     let dl = index.digest_len();
     let mut have: HashMap<&[u8], u64> = HashMap::with_capacity(local.digests.len());
@@ -120,6 +125,10 @@ pub fn plan(
     let mut sources = Vec::with_capacity(index.blocks() as usize);
     let (mut copied, mut fetched) = (0u64, 0u64);
     for b in 0..index.blocks() {
+        if skip.iter().any(|r| r.contains(&b)) {
+            sources.push(Source::Skip);
+            continue;
+        }
         match have.get(index.digest(b)) {
             Some(&n) => {
                 copied += 1;
@@ -215,13 +224,14 @@ mod tests {
             };
             n
         ];
-        let index = Index::new(8, FB, digests, frames).unwrap();
+        let index = Index::new(8, FB, 32, digests, frames).unwrap();
         let locs = (0..n)
             .map(|i| FrameLoc {
                 file: format!("chunks/{}.zst", i / per_file),
                 offset: (i % per_file) as u64 * 1000,
                 zsize: 1000,
                 zsha256: [0; 32],
+                zsha_len: 32,
                 blocks: index.frame_len(i),
             })
             .collect();
@@ -309,7 +319,7 @@ mod tests {
         ];
         for (what, new, local, copied, fetched, frames, want) in table {
             let (index, locs) = release(new, 3);
-            let p = plan(&index, &locs, &LocalBlocks::hash(&local), 0, MAX_RANGE);
+            let p = plan(&index, &locs, &LocalBlocks::hash(&local), 0, MAX_RANGE, &[]);
             assert_eq!((p.copied, p.fetched), (copied, fetched), "{what}");
             assert_eq!(p.frames_needed, frames, "{what}");
             let want: Vec<(String, u64, u64)> =
@@ -326,7 +336,14 @@ mod tests {
         let new = [3u8, 9, 1, 9, 8];
         let (index, _) = release(&new, 4);
         let (_, locs) = release(&new, 4);
-        let p = plan(&index, &locs, &LocalBlocks::hash(&image(&v1)), 0, MAX_RANGE);
+        let p = plan(
+            &index,
+            &locs,
+            &LocalBlocks::hash(&image(&v1)),
+            0,
+            MAX_RANGE,
+            &[],
+        );
         // Distinct new contents in first-occurrence order: 3, 9, 1, 8.
         let want = [
             Source::Local(2),
@@ -339,6 +356,47 @@ mod tests {
     }
 
     #[test]
+    fn skipped_blocks_cost_no_fetch() {
+        let new: &[u8] = &[11, 12, 13, 14, 15, 16];
+        let (index, locs) = release(new, 3);
+        let local = LocalBlocks::hash(&image(&[1, 2]));
+        // (skip, fetched, sources that are Skip, ranges)
+        type Row = (
+            &'static [Range<u64>],
+            u64,
+            Vec<u64>,
+            Vec<(&'static str, u64, u64)>,
+        );
+        let table: [Row; 3] = [
+            (&[], 6, vec![], vec![("chunks/0.zst", 0, 3000)]),
+            // Frames are two blocks: skipping blocks 0 and 1 drops frame 0.
+            (
+                &[0..1, 1..2],
+                4,
+                vec![0, 1],
+                vec![("chunks/0.zst", 1000, 2000)],
+            ),
+            (
+                &[0..3, 5..6],
+                2,
+                vec![0, 1, 2, 5],
+                vec![("chunks/0.zst", 1000, 2000)],
+            ),
+        ];
+        for (skip, fetched, skipped, want) in table {
+            let p = plan(&index, &locs, &local, 0, MAX_RANGE, skip);
+            assert_eq!(p.fetched, fetched, "{skip:?}");
+            let got: Vec<u64> = (0..p.sources.len() as u64)
+                .filter(|&b| p.sources[b as usize] == Source::Skip)
+                .collect();
+            assert_eq!(got, skipped, "{skip:?}");
+            let want: Vec<(String, u64, u64)> =
+                want.into_iter().map(|(f, s, l)| (f.into(), s, l)).collect();
+            assert_eq!(ranges(&p), want, "{skip:?}");
+        }
+    }
+
+    #[test]
     fn coalescing_follows_the_gap_and_size_limits() {
         // Frames 0..8 in one file, 1000 bytes each; needed: 0, 2, 3, 7.
         let locs: Vec<FrameLoc> = (0..8)
@@ -347,6 +405,7 @@ mod tests {
                 offset: i * 1000,
                 zsize: 1000,
                 zsha256: [0; 32],
+                zsha_len: 32,
                 blocks: 2,
             })
             .collect();

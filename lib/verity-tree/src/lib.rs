@@ -24,8 +24,10 @@
 //! * The core, `no_std` + `alloc` (build with `default-features = false`): the one
 //!   definition of the geometry ([`Geometry`], [`Layout`]: levels, hash area size,
 //!   `hash_start_block`, the dm table), the [`Superblock`] (parse, check, build), the
-//!   [`root_hash`], [`VerityInfo`] and the streaming verifier [`VerityStream`], which
-//!   checks an image fed in order (the updater, while it reads a slot back).
+//!   [`root_hash`], [`VerityInfo`], the streaming verifier [`VerityStream`], which
+//!   checks an image fed in order (the updater, while it reads a slot back), and
+//!   [`TreeBuilder`], the tree from level-0 digests added in any order (the
+//!   updater's delta path computes the hash area instead of fetching it).
 //! * Feature `std` (default): `format` and `verify` on a file or block device. The
 //!   whole tree is built in memory (about 1/128 of the data size) and written with a
 //!   single positioned write. Nothing is fsynced: call `File::sync_all` if it matters.
@@ -37,6 +39,7 @@ mod geometry;
 mod info;
 mod stream;
 mod superblock;
+mod tree;
 
 #[cfg(feature = "std")]
 mod file;
@@ -45,6 +48,7 @@ pub use geometry::{Geometry, GeometryError, Layout, Level, MAX_LEVELS, hash_size
 pub use info::{Params, VerityInfo};
 pub use stream::{StreamError, VerityStream};
 pub use superblock::{Mismatch, Mismatches, Superblock, SuperblockError, check_superblock};
+pub use tree::TreeBuilder;
 
 #[cfg(feature = "std")]
 pub use file::{Error, bench, format, read_superblock, verify};
