@@ -102,6 +102,17 @@ fn run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A loop device over a new sparse file of `bytes` in `d`, standing for a
+/// disk larger than the image.
+fn loop_disk(d: &Path, bytes: u64) -> host_tools::LoopDevice {
+    let backing = d.join("loop-backing");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+    host_tools::LoopDevice::attach(&backing)
+}
+
 /// Every file below `dir`, at any depth (folders themselves left out).
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -795,12 +806,7 @@ fn install_writes_verifies_and_refuses_a_used_disk() {
     drop(std::fs::remove_file(&file));
 
     // A loop device, from the qcow2.
-    let backing = d.join("loop-backing");
-    std::fs::File::create(&backing)
-        .unwrap()
-        .set_len(image_bytes + (512 << 20))
-        .unwrap();
-    let loop_device = host_tools::LoopDevice::attach(&backing);
+    let loop_device = loop_disk(d, image_bytes + (512 << 20));
     let dev = loop_device.path.clone();
     let (ok, _, err) = install(&dev, &b.dir.join("disk.qcow2"), false);
     assert!(ok, "install onto {}: {err}", dev.display());
@@ -1036,12 +1042,7 @@ fn install_assembles_the_disk_from_a_signed_release() {
     }
     let version = b.info["version"].as_str().unwrap();
     let in_repo = repo.join("releases/qemu-x86_64").join(version);
-    let backing = d.join("loop-backing");
-    std::fs::File::create(&backing)
-        .unwrap()
-        .set_len(image_bytes + (512 << 20))
-        .unwrap();
-    let loop_device = host_tools::LoopDevice::attach(&backing);
+    let loop_device = loop_disk(d, image_bytes + (512 << 20));
     let dev = loop_device.path.clone();
     let (ok, _, err) = install_release(
         &in_repo,
