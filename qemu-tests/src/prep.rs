@@ -462,6 +462,27 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Runs `cairn-build <args>`: the binary built beside xtask, which runs the
+/// scenarios (`cargo xtask` builds both); fails with its stderr.
+pub fn cairn_build(args: &[&std::ffi::OsStr]) -> Result<()> {
+    let exe = std::env::current_exe().context("finding the running xtask binary")?;
+    let tool = exe.with_file_name("cairn-build");
+    let out = std::process::Command::new(&tool)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} (cargo xtask builds it)", tool.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cairn-build {} failed: {}",
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 /// The development key pair. The key file is copied to a private (0600)
 /// file in `scratch` first: load_secret refuses group/other-readable keys,
 /// and a fresh checkout may well give the repo's copy mode 0644.

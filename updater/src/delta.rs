@@ -449,17 +449,13 @@ pub fn write(
     report(Event::Phase(format!(
         "delta: checking the {start} chunks written before"
     )));
-    for c in &chunks[..start as usize] {
-        buf.set_len(c.size as usize);
-        writer.read_back(c.offset, buf.as_mut_slice())?;
-        if Sha256::digest(buf.as_slice())[..] != c.sha256.0 {
-            return Err(Error::ReadBack(format!(
-                "chunk {} written by an earlier run no longer matches its signed sha256",
-                c.index
-            )));
-        }
-        tree.add_blocks(c.offset / BLOCK_SIZE, buf.as_slice());
-    }
+    crate::pipeline::recheck_written(
+        writer,
+        &chunks[..start as usize],
+        &mut buf,
+        "",
+        |c, bytes| tree.add_blocks(c.offset / BLOCK_SIZE, bytes),
+    )?;
     let src = File::open(active)
         .map_err(|e| Error::io(format!("opening the active slot {}", active.display()), e))?;
     let read_err = |e| Error::io(format!("reading the active slot {}", active.display()), e);

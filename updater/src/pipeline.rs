@@ -328,6 +328,30 @@ fn read_back_stage(
     }
 }
 
+/// Reads back the chunks an earlier run wrote and recorded as verified,
+/// checks each against its signed sha256 again, and hands its bytes to
+/// `each` (the verity check of a resumed write sees the whole image).
+pub(crate) fn recheck_written(
+    writer: &SlotWriter,
+    chunks: &[Chunk],
+    buf: &mut AlignedBuf,
+    what: &str,
+    mut each: impl FnMut(&Chunk, &[u8]),
+) -> Result<(), Error> {
+    for c in chunks {
+        buf.set_len(c.size as usize);
+        writer.read_back(c.offset, buf.as_mut_slice())?;
+        if Sha256::digest(buf.as_slice())[..] != c.sha256.0 {
+            return Err(Error::ReadBack(format!(
+                "{what}chunk {} written by an earlier run no longer matches its signed sha256",
+                c.index
+            )));
+        }
+        each(c, buf.as_slice());
+    }
+    Ok(())
+}
+
 /// Writes chunks `job.start..` of the usr image, reads every chunk of the image
 /// back and checks it, then checks the dm-verity tree. `durable(n)` records
 /// that the first `n` chunks are verified and on stable storage.
@@ -422,19 +446,14 @@ fn verify_stage(
     let start = job.start.min(total);
     let max_chunk = chunks.iter().map(|c| c.size).max().unwrap_or(0) as usize;
     let mut back = AlignedBuf::new(max_chunk);
-    // Chunks of an earlier run: read back and checked against the signed sha256
-    // while the other stages already download what comes next.
-    for c in &chunks[..start as usize] {
-        back.set_len(c.size as usize);
-        writer.read_back(c.offset, back.as_mut_slice())?;
-        if Sha256::digest(back.as_slice())[..] != c.sha256.0 {
-            return Err(Error::ReadBack(format!(
-                "slot {}: chunk {} written by an earlier run no longer matches its signed sha256",
-                job.slot, c.index
-            )));
-        }
-        verity.update(back.as_slice());
-    }
+    // While the other stages already download what comes next.
+    recheck_written(
+        writer,
+        &chunks[..start as usize],
+        &mut back,
+        &format!("slot {}: ", job.slot),
+        |_, bytes| verity.update(bytes),
+    )?;
     let mut next = start;
     while next < total {
         match input.recv().map_err(|_| stopped())?? {

@@ -155,21 +155,13 @@ fn oem_disk(ctx: &Ctx) -> Result<PathBuf> {
     std::fs::copy(&src, &dst)
         .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
     let cfg = write_host_config(&ctx.artifacts)?;
-    let exe = std::env::current_exe().context("finding the running xtask binary")?;
-    let tool = exe.with_file_name("cairn-build");
-    let out = std::process::Command::new(&tool)
-        .arg("oem")
-        .arg("--image")
-        .arg(&dst)
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .with_context(|| format!("running {} (cargo xtask builds it)", tool.display()))?;
-    ensure!(
-        out.status.success(),
-        "cairn-build oem failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    crate::prep::cairn_build(&[
+        "oem".as_ref(),
+        "--image".as_ref(),
+        dst.as_os_str(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+    ])?;
     Ok(dst)
 }
 

@@ -245,25 +245,17 @@ fn installed_from_release(ctx: &Ctx) -> Result<PathBuf> {
     std::fs::File::create(&disk)
         .and_then(|f| f.set_len(size))
         .with_context(|| format!("creating {}", disk.display()))?;
-    let exe = std::env::current_exe().context("finding the running xtask binary")?;
-    let tool = exe.with_file_name("cairn-build");
+    let key = prep::workspace_root().join(disk_layout::dev_key::PUBLIC);
     let t = Instant::now();
-    let out = Command::new(&tool)
-        .arg("install")
-        .arg("--image")
-        .arg(&release)
-        .arg("--key")
-        .arg(prep::workspace_root().join(disk_layout::dev_key::PUBLIC))
-        .arg("--device")
-        .arg(&disk)
-        .output()
-        .with_context(|| format!("running {} (cargo xtask builds it)", tool.display()))?;
-    ensure!(
-        out.status.success(),
-        "cairn-build install --image {} failed: {}",
-        release.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    prep::cairn_build(&[
+        "install".as_ref(),
+        "--image".as_ref(),
+        release.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--device".as_ref(),
+        disk.as_os_str(),
+    ])?;
     say(
         ctx,
         &format!(
