@@ -366,8 +366,12 @@ fn usr_image(
 
     let step = progress.step("dm-verity hash tree");
     let hash_offset = erofs_size.div_ceil(4096) * 4096;
-    let mut salt = [0u8; 32];
-    salt.copy_from_slice(&seed.bytes("verity salt"));
+    // The board's salt, not one from the build inputs like the ids around
+    // it: every release of the board then has the same dm-verity level-0
+    // hash for the same block, and those hashes are the delta's block keys
+    // (a host reads them from its slot's verified tree instead of hashing
+    // the slot). See `derive::board_verity_salt`.
+    let salt = crate::derive::board_verity_salt(&board.board.name, board.arch().name());
     let verity = {
         let mut f = OpenOptions::new().read(true).write(true).open(&path)?;
         verity_tree::format(
@@ -542,10 +546,14 @@ fn write_release(
     )?;
     // Beside the full chunks, never instead of them: a host whose active
     // slot does not help (or an agent that predates deltas) fetches those.
+    // Format 3: block digests are the image's dm-verity level-0 hashes.
     let delta = block_delta::add_to_release(
         &mut writer,
         "usr",
         &usr.path,
+        block_delta::DigestKind::Verity {
+            salt: usr.verity.salt,
+        },
         release_manifest::DEFAULT_ZSTD_LEVEL,
     )
     .context("writing the block index of /usr for delta updates")?;
@@ -652,9 +660,11 @@ fn root_skeleton(symlinks: &[(String, String)]) -> Vec<Node> {
 
 fn run_script(arch: Arch, board: &Board) -> String {
     let (qemu, machine, fw_code, fw_vars) = match arch {
+        // The baseline CPU: under TCG, `max` makes the guest pick AVX2/SSE4
+        // code that is emulated slowly (see qemu-tests' `vm::default_cpu`).
         Arch::X86_64 => (
             "qemu-system-x86_64",
-            "-machine q35 -cpu max",
+            "-machine q35 -cpu qemu64",
             "/usr/share/OVMF/OVMF_CODE_4M.fd",
             "/usr/share/OVMF/OVMF_VARS_4M.fd",
         ),

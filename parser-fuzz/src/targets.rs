@@ -1208,7 +1208,9 @@ fn block_index(data: &[u8]) -> u64 {
         Ok(f) => f,
         Err(e) => return outcome::mark(outcome::of_err(&e), true),
     };
-    let local = block_delta::LocalBlocks::hash(&[0u8; 4 * 4096]);
+    // Local digests of the kind the index says (format 3: salted).
+    let mut local = block_delta::LocalBlocks::default();
+    local.extend_with(&index.digests(), &[0u8; 4 * 4096]);
     let plan = block_delta::plan(
         &index,
         &frames,
@@ -1233,11 +1235,20 @@ fn block_index_seeds() -> Vec<Vec<u8>> {
             .collect()
     };
     let mut seeds = Vec::new();
-    // (blocks, distinct contents, frame blocks, frame hash bytes)
-    for (n, distinct, fb, hash) in [(40u64, 30u64, 1u32, 8usize), (40, 7, 4, 32), (3, 3, 2, 0)] {
+    // (blocks, distinct contents, frame blocks, frame hash bytes, digests):
+    // format 3 (dm-verity level-0 digests, the salt in the header) and 2.
+    let salted = block_delta::DigestKind::Verity { salt: [7; 32] };
+    let plain = block_delta::DigestKind::Sha256;
+    for (n, distinct, fb, hash, kind) in [
+        (40u64, 30u64, 1u32, 8usize, salted),
+        (40, 7, 4, 32, plain),
+        (40, 7, 4, 32, salted),
+        (3, 3, 2, 0, salted),
+    ] {
         let img: Vec<u8> = (0..n).flat_map(|b| block(b % distinct)).collect();
         let built = block_delta::build(
             "usr",
+            kind,
             &mut std::io::Cursor::new(&img),
             img.len() as u64,
             fb,
@@ -1248,7 +1259,7 @@ fn block_index_seeds() -> Vec<Vec<u8>> {
         );
         if let Ok(index) = built {
             let bytes = index.encode();
-            if hash == 32 {
+            if hash == 32 && kind == plain {
                 // The same index in format 1.
                 let mut v1 = bytes.clone();
                 v1[7] = 1;

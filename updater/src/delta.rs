@@ -6,17 +6,35 @@
 //! * the block index is an image of the signed manifest: every chunk is
 //!   authenticated (zsize, zsha256, sha256) and the whole index against the
 //!   signed image sha256 before it is parsed;
-//! * the active slot, when the kernel command line names its dm-verity
-//!   parameters (a booted Cairn host), must verify against its `usrhash`
-//!   while it is hashed; otherwise no delta (the full download);
+//! * the active slot's block digests, of the kind the index says
+//!   (`Index::digests`), come from one of three places ([`LocalDigests`]):
+//!   - format 3 (dm-verity level-0 hashes) and the booted dm-verity
+//!     parameters known (the kernel command line) with the new image's salt:
+//!     the slot's own hash area (about 1/128 of the data), every level
+//!     checked up to the booted `usrhash` (`verity_tree::read_level0`); the
+//!     data is not read or hashed to plan;
+//!   - format 3 and another salt (or no booted parameters): the slot's data
+//!     hashed with the new image's salt, in one read, while the booted
+//!     tree checks it (as below);
+//!   - format 2 (plain sha256): the slot's data hashed with sha256, in one
+//!     read, while the booted tree checks it;
+//!
+//!   a slot whose tree or data does not verify against its `usrhash` gives
+//!   no delta (the full download). A level-0 digest vouches for what the
+//!   block held when its tree was written, not for what is on disk now: a
+//!   block that rotted since is caught where every copied block is, below;
+//! * the index's salt (format 3) must be the usr image's signed one;
 //! * a fetched frame's compressed bytes must match the prefix of their
 //!   sha256 the signed index gives, before zstd sees them, and decode to
 //!   exactly its size;
 //! * the slot is written chunk by chunk of the usr image, in order: each
-//!   chunk is assembled in memory (local blocks, fetched blocks, and for the
-//!   hash area the dm-verity tree the host computes from the data instead
-//!   of fetching it) and must match its signed sha256 *before* it is
-//!   written; the computed tree's root must equal the signed one;
+//!   chunk is assembled in memory (local blocks read from the active slot
+//!   now, fetched blocks, and for the hash area the dm-verity tree the host
+//!   computes from the data instead of fetching it) and must match its
+//!   signed sha256 *before* it is written, so a local block that changed
+//!   since its digest was taken makes the chunk fail (and the caller falls
+//!   back to the full download) instead of being written; the computed
+//!   tree's root must equal the signed one;
 //! * progress is recorded as the full download does (chunks verified and
 //!   fdatasynced, in order), so an interrupted delta resumes at the first
 //!   chunk not on stable storage and plans only the chunks after it;
@@ -35,7 +53,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use block_delta::{BLOCK_SIZE, FrameLoc, Index, LocalBlocks, Plan, Source};
+use block_delta::{BLOCK_SIZE, DigestKind, FrameLoc, Index, LocalBlocks, Plan, Source};
 use release_manifest::{Image, Manifest};
 use sha2::{Digest, Sha256};
 use verity_tree::{VerityInfo, VerityStream};
@@ -49,11 +67,37 @@ use crate::target::{AlignedBuf, SlotWriter};
 /// payload is not worth its extra requests: download the full image.
 const WORTH_IT: f64 = 0.8;
 
+/// Where the digests of the active slot's blocks came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalDigests {
+    /// The slot's dm-verity level 0, checked up to the booted root hash:
+    /// the slot's data was not read (format 3 index, same salt).
+    VerityTree,
+    /// The slot's data hashed with the new image's salt (format 3 index,
+    /// another salt or no booted dm-verity parameters).
+    HashedSalted,
+    /// The slot's data hashed with plain sha256 (format 2 index).
+    HashedSha256,
+}
+
+impl LocalDigests {
+    /// For the progress log.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            LocalDigests::VerityTree => "from the slot's verified dm-verity tree (data not read)",
+            LocalDigests::HashedSalted => "hashed from the slot's data with the new salt",
+            LocalDigests::HashedSha256 => "hashed from the slot's data (sha256, format 2 index)",
+        }
+    }
+}
+
 /// The delta planned for one release, with what the plan needs to run.
 pub struct Prepared {
     pub index: Index,
     pub frames: Vec<FrameLoc>,
     pub plan: Plan,
+    /// Where the active slot's block digests came from.
+    pub local: LocalDigests,
     /// Bytes of the block index fetched to plan.
     pub index_bytes: u64,
     /// Compressed size of the full usr image (its chunks).
@@ -150,11 +194,16 @@ pub fn fetch_index(
     Ok(Some((index, frames, bytes.len() as u64)))
 }
 
-/// Hashes the active slot in 4 KiB blocks: its image when `verity` gives
-/// its extent (and then it must verify), else the whole slot. The block
-/// digests and the dm-verity check run on two threads over each buffer: the
-/// slot is read once and costs one hash pass of wall time.
-pub fn hash_active(path: &Path, verity: Option<&VerityInfo>) -> Result<LocalBlocks, Error> {
+/// Hashes the active slot in 4 KiB blocks with `kind` (the index's digest
+/// kind): its image when `verity` gives its extent (and then it must
+/// verify), else the whole slot. The block digests and the dm-verity check
+/// run on two threads over each buffer: the slot is read once and costs one
+/// hash pass of wall time.
+pub fn hash_active(
+    path: &Path,
+    verity: Option<&VerityInfo>,
+    kind: &DigestKind,
+) -> Result<LocalBlocks, Error> {
     let io = |what: &str| {
         let what = format!("{what} the active slot {}", path.display());
         move |e| Error::io(what, e)
@@ -182,7 +231,7 @@ pub fn hash_active(path: &Path, verity: Option<&VerityInfo>) -> Result<LocalBloc
             if let Some(st) = &mut stream {
                 s.spawn(move || st.update(bytes));
             }
-            local.extend(bytes);
+            local.extend_with(kind, bytes);
         });
         left -= n as u64;
     }
@@ -195,6 +244,97 @@ pub fn hash_active(path: &Path, verity: Option<&VerityInfo>) -> Result<LocalBloc
         })?;
     }
     Ok(local)
+}
+
+/// The digests of the active slot's blocks from its own dm-verity tree: the
+/// data blocks' are its level 0 (`verity.salt` must be the index's salt),
+/// read and checked up to the booted root hash without reading the data;
+/// the blocks after the data (any gap, the superblock block, the tree,
+/// about 1/128 of the data) are read and hashed with `kind`, so an
+/// unchanged superblock is copied as the hashing path would copy it.
+pub fn tree_active(
+    path: &Path,
+    verity: &VerityInfo,
+    kind: &DigestKind,
+) -> Result<LocalBlocks, Error> {
+    // Level-0 digests are salted with the booted salt: they are the index's
+    // keys only when that is the index's salt.
+    if *kind != (DigestKind::Verity { salt: verity.salt }) {
+        return Err(Error::BadRelease(
+            "internal: the booted dm-verity salt is not the block index's: hash the slot instead"
+                .into(),
+        ));
+    }
+    let f = File::open(path)
+        .map_err(|e| Error::io(format!("opening the active slot {}", path.display()), e))?;
+    let mut digests = verity_tree::read_level0(&f, verity).map_err(|e| match e {
+        verity_tree::Error::InvalidParams(_) => {
+            Error::BadRelease(format!("dm-verity parameters of the booted /usr: {e}"))
+        }
+        verity_tree::Error::Io { .. } | verity_tree::Error::TooShort { .. } => Error::io(
+            format!("reading the dm-verity tree of the active slot {}", path.display()),
+            std::io::Error::other(e.to_string()),
+        ),
+        e => Error::ReadBack(format!(
+            "the dm-verity tree of the active slot {} does not verify against its root ({e}): its blocks are not reused",
+            path.display()
+        )),
+    })?;
+    let data_end = verity.data_blocks * BLOCK_SIZE;
+    let end = verity.hash_offset + verity.hash_size;
+    let mut rest = vec![0u8; (end - data_end) as usize];
+    f.read_exact_at(&mut rest, data_end).map_err(|e| {
+        Error::io(
+            format!(
+                "reading the hash area of the active slot {}",
+                path.display()
+            ),
+            e,
+        )
+    })?;
+    digests.extend(
+        rest.chunks_exact(BLOCK_SIZE as usize)
+            .map(|b| kind.digest(b)),
+    );
+    Ok(LocalBlocks::from_digests(digests))
+}
+
+/// The active slot's block digests of the kind `index` has, from where they
+/// cost least (see the module docs and [`LocalDigests`]). `new_salt`: the
+/// new usr image's signed dm-verity salt.
+pub fn local_digests(
+    index: &Index,
+    new_salt: &[u8; 32],
+    active: &Path,
+    verity: Option<&VerityInfo>,
+) -> Result<(LocalBlocks, LocalDigests), Error> {
+    let kind = index.digests();
+    match kind {
+        DigestKind::Sha256 => Ok((
+            hash_active(active, verity, &kind)?,
+            LocalDigests::HashedSha256,
+        )),
+        DigestKind::Verity { salt } => {
+            // The index keys blocks by the new image's level 0: its salt
+            // must be the signed one, or nothing it plans could verify.
+            if salt != *new_salt {
+                return Err(Error::BadRelease(format!(
+                    "the block index's dm-verity salt {} is not the usr image's {}: the release is inconsistent",
+                    hex::encode(salt),
+                    hex::encode(new_salt)
+                )));
+            }
+            match verity {
+                Some(v) if v.salt == salt => {
+                    Ok((tree_active(active, v, &kind)?, LocalDigests::VerityTree))
+                }
+                _ => Ok((
+                    hash_active(active, verity, &kind)?,
+                    LocalDigests::HashedSalted,
+                )),
+            }
+        }
+    }
 }
 
 /// Blocks of the new image's dm-verity hash tree (the hash area after its
@@ -214,9 +354,10 @@ fn resume_block(usr: &Image, start: u64) -> u64 {
         / BLOCK_SIZE
 }
 
-/// Fetches the index (`None`: the release has none), then hashes the active
-/// slot (see [`hash_active`]) and plans the chunks from `start` on, the
-/// new image's hash tree excepted.
+/// Fetches the index (`None`: the release has none), then takes the active
+/// slot's block digests (see [`local_digests`]: from its verified hash tree
+/// when it can, else by hashing it) and plans the chunks from `start` on,
+/// the new image's hash tree excepted.
 pub fn prepare(
     http: &Http,
     manifest: &Manifest,
@@ -242,7 +383,7 @@ pub fn prepare(
     let Some((index, frames, index_bytes)) = fetch_index(http, manifest, usr)? else {
         return Ok(None);
     };
-    let local = hash_active(active, verity)?;
+    let (local, local_kind) = local_digests(&index, &new.salt, active, verity)?;
     let skip = [0..resume_block(usr, start), tree_blocks(&new)];
     let plan = block_delta::plan(
         &index,
@@ -256,6 +397,7 @@ pub fn prepare(
         index,
         frames,
         plan,
+        local: local_kind,
         index_bytes,
         full_bytes: usr.chunks.iter().map(|c| c.zsize).sum(),
     }))
@@ -463,8 +605,9 @@ pub fn write(
     let sources = &p.plan.sources;
     let total = chunks.len() as u64;
     report(Event::Phase(format!(
-        "delta: writing chunks {start}..{total} ({} ranges to fetch)",
-        p.plan.ranges.len()
+        "delta: writing chunks {start}..{total} ({} ranges to fetch; local block digests {})",
+        p.plan.ranges.len(),
+        p.local.describe()
     )));
     let durable = resume.durable;
     let stop_after = resume.stop_after;
@@ -485,11 +628,12 @@ pub fn write(
             durable(through)?;
             Ok(stop)
         };
-        let mut send = |index: u64, out: AlignedBuf| -> Result<bool, Error> {
+        // `sha256`: of exactly the bytes of `out`, computed by the caller.
+        let mut send = |index: u64, out: AlignedBuf, sha256: [u8; 32]| -> Result<bool, Error> {
             let c = &chunks[index as usize];
-            if Sha256::digest(out.as_slice())[..] != c.sha256.0 {
+            if sha256 != c.sha256.0 {
                 return Err(Error::BadRelease(format!(
-                    "chunk {index} assembled from the delta does not match its signed sha256 (a local block changed since it was hashed, or a bad frame): not written"
+                    "chunk {index} assembled from the delta does not match its signed sha256 (a local block changed since its digest was taken, or a bad frame): not written"
                 )));
             }
             // A closed channel: the write thread failed or stopped; its
@@ -553,10 +697,20 @@ pub fn write(
                 }
             }
             fetcher.done_with(c.index);
-            tree.add_blocks(first, out.as_slice());
             if has_tree {
+                tree.add_blocks(first, out.as_slice());
                 held.push((c.index, out));
-            } else if send(c.index, out)? {
+                continue;
+            }
+            // Two hash passes over the same bytes, on two threads: the
+            // chunk's sha256 (checked before it is written) and the new
+            // tree's level-0 digests of its blocks (checked by the root).
+            let sha256 = std::thread::scope(|s| {
+                let h = s.spawn(|| <[u8; 32]>::from(Sha256::digest(out.as_slice())));
+                tree.add_blocks(first, out.as_slice());
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            });
+            if send(c.index, out, sha256)? {
                 stopped = true;
                 break;
             }
@@ -582,7 +736,8 @@ pub fn write(
                             .copy_from_slice(&area[at..at + bs]);
                     }
                 }
-                if send(index, out)? {
+                let sha256 = Sha256::digest(out.as_slice()).into();
+                if send(index, out, sha256)? {
                     break;
                 }
             }
@@ -665,13 +820,33 @@ fn disk_stage(
 
 /// The kernel command line of this boot; empty when unreadable (a test).
 pub fn proc_cmdline() -> String {
+    #[cfg(feature = "bench")]
+    if let Some(line) = BOOTED_CMDLINE.with(|c| c.borrow().clone()) {
+        return line;
+    }
     std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+}
+
+#[cfg(feature = "bench")]
+thread_local! {
+    static BOOTED_CMDLINE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Test and benchmark hook (feature `bench`, off in the shipped binaries):
+/// [`proc_cmdline`] returns `line` on this thread (`None`: /proc/cmdline
+/// again), so an agent applying on this thread sees the booted dm-verity
+/// parameters a Cairn boot would have. Per thread, so tests running in
+/// parallel do not see each other's.
+#[cfg(feature = "bench")]
+pub fn set_booted_cmdline(line: Option<String>) {
+    BOOTED_CMDLINE.with(|c| *c.borrow_mut() = line);
 }
 
 impl Agent {
     /// What installing `entry` would download for /usr: a delta when the
     /// release has a block index and the active slot helps, else the full
-    /// image. Reads the active slot (a second or so per GiB).
+    /// image. Reads the active slot's verified hash tree (a format 3 index
+    /// and the booted salt), else hashes the slot (a second or so per GiB).
     pub fn plan_download(&self, entry: &release_repo::ReleaseEntry) -> Result<DownloadPlan, Error> {
         let manifest = self.fetch_manifest(entry)?;
         let usr = manifest.image("usr").map_err(|cause| Error::Release {

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
+use block_delta::DigestKind;
+use cairn_updater::delta::{self, LocalDigests};
 use cairn_updater::fixture::{self, BOARD, NOW, Server};
 use cairn_updater::{Agent, Event, Target};
 use disk_layout::Slot;
@@ -39,8 +41,15 @@ fn data(ids: impl IntoIterator<Item = u64>) -> Vec<u8> {
 }
 
 /// Release `version` with `usr_data` (whole blocks) + its verity tree, the
-/// signed boot files and the block index. Returns (release dir, usr image).
-fn release(out: &Path, version: &str, usr_data: &[u8], salt: u8) -> (PathBuf, Vec<u8>) {
+/// signed boot files and the block index (format 3, keyed by the image's
+/// level-0 hashes, unless `format2`). Returns (release dir, usr image).
+fn release(
+    out: &Path,
+    version: &str,
+    usr_data: &[u8],
+    salt: u8,
+    format2: bool,
+) -> (PathBuf, Vec<u8>) {
     std::fs::create_dir_all(out).unwrap();
     let img = out.join(format!("usr-{version}.img"));
     std::fs::write(&img, usr_data).unwrap();
@@ -65,7 +74,11 @@ fn release(out: &Path, version: &str, usr_data: &[u8], salt: u8) -> (PathBuf, Ve
     let mut w = ReleaseWriter::create(&dir).unwrap();
     w.add_image_file("usr", &img, CHUNK, Some(info.into()))
         .unwrap();
-    block_delta::add_to_release(&mut w, "usr", &img, 3).unwrap();
+    let kind = match format2 {
+        true => DigestKind::Sha256,
+        false => DigestKind::Verity { salt: info.salt },
+    };
+    block_delta::add_to_release(&mut w, "usr", &img, kind, 3).unwrap();
     fixture::finish_release(w, version, &info, &fixture::build_key()).unwrap();
     let image = std::fs::read(&img).unwrap();
     (dir, image)
@@ -84,12 +97,18 @@ impl Delta {
     /// Releases `(version, usr data)` published on `stable`; the host runs
     /// the first one from slot A (its image written there, as an install would).
     fn new(releases: &[(&str, Vec<u8>)]) -> Delta {
+        Delta::with_index(releases, false)
+    }
+
+    /// [`Delta::new`], the block indexes in format 2 when `format2`.
+    fn with_index(releases: &[(&str, Vec<u8>)], format2: bool) -> Delta {
         let dir = tempfile::tempdir().unwrap();
         let mut dirs = Vec::new();
         let mut images = Vec::new();
         for (v, d) in releases {
-            // One salt, as a rebuild from the same inputs derives it.
-            let (rd, img) = release(&dir.path().join("build"), v, d, 1);
+            // One salt, as the image builder derives it for every release
+            // of a board.
+            let (rd, img) = release(&dir.path().join("build"), v, d, 1, format2);
             dirs.push(rd);
             images.push((v.to_string(), img));
         }
@@ -179,6 +198,55 @@ impl Delta {
         let a = self.target.read_attrs().unwrap();
         assert_eq!(a.get(Slot::B), Attrs::new(2, 3, false), "slot B attributes");
     }
+
+    /// The dm-verity parameters `version`'s usr image boots with.
+    fn verity(&self, version: &str) -> verity_tree::VerityInfo {
+        self.manifest(version)
+            .image("usr")
+            .unwrap()
+            .verity
+            .unwrap()
+            .to_info()
+    }
+
+    /// The kernel command line a host booted from `version` has.
+    fn cmdline(&self, version: &str) -> String {
+        let v = self.verity(version);
+        format!(
+            "console=ttyS0 usrhash={} cairn.verity={}:{}:{}",
+            hex::encode(v.root_hash),
+            v.data_blocks,
+            v.hash_offset,
+            hex::encode(v.salt)
+        )
+    }
+
+    /// Plans `version` against slot A as a host booted with `booted`'s
+    /// dm-verity parameters (`None`: not known) would.
+    fn prepare(&self, version: &str, booted: Option<&str>) -> delta::Prepared {
+        let m = self.manifest(version);
+        let v = booted.map(|b| self.verity(b));
+        delta::prepare(
+            &self.agent().http,
+            &m,
+            m.image("usr").unwrap(),
+            &self.target.slot_a,
+            v.as_ref(),
+            0,
+        )
+        .unwrap()
+        .unwrap()
+    }
+}
+
+/// Flips a byte of block `block` of slot A (bit rot after its tree was written).
+fn rot(d: &Delta, block: u64) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&d.target.slot_a)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"rot", block * 4096 + 9).unwrap();
 }
 
 /// Boot files and metadata: what a usr delta cannot save.
@@ -288,6 +356,175 @@ fn a_corrupted_local_block_is_fetched_not_copied() {
     );
     d.install(&agent);
     d.assert_installed("1.1.0");
+}
+
+/// A host booted with the new image's salt (every release of a board has
+/// it) takes its block keys from its slot's verified level 0: the same plan
+/// as hashing the slot, but the data is not read (a block rotted on disk
+/// does not change it, while hashing sees it); without the booted
+/// parameters, or with another salt, the data is hashed.
+#[test]
+fn a_same_salt_host_plans_from_its_verity_tree_without_reading_data() {
+    let v1: Vec<u64> = (0..300).collect();
+    let v2: Vec<u64> = (0..150).chain(60_000..60_003).chain(150..300).collect();
+    let d = Delta::new(&[("1.0.0", data(v1)), ("1.1.0", data(v2))]);
+    let tree = d.prepare("1.1.0", Some("1.0.0"));
+    assert_eq!(tree.local, LocalDigests::VerityTree);
+    let hashed = d.prepare("1.1.0", None);
+    assert_eq!(hashed.local, LocalDigests::HashedSalted);
+    assert_eq!(tree.plan, hashed.plan);
+    // The 3 new blocks and the superblock (another data size).
+    assert_eq!(tree.plan.fetched, 4, "{:?}", tree.plan);
+
+    rot(&d, 10);
+    let tree_rotten = d.prepare("1.1.0", Some("1.0.0"));
+    assert_eq!(tree_rotten.plan, tree.plan, "the tree path read the data");
+    let hashed_rotten = d.prepare("1.1.0", None);
+    assert_eq!(hashed_rotten.plan.fetched, hashed.plan.fetched + 1);
+
+    // A booted tree that does not verify: no delta.
+    let m = d.manifest("1.1.0");
+    let mut wrong = d.verity("1.0.0");
+    wrong.root_hash[0] ^= 1;
+    let usr = m.image("usr").unwrap();
+    let r = delta::prepare(&d.agent().http, &m, usr, &d.target.slot_a, Some(&wrong), 0);
+    assert!(
+        r.as_ref()
+            .is_err_and(|e| e.to_string().contains("does not verify")),
+        "{:?}",
+        r.map(|p| p.map(|p| p.local))
+    );
+}
+
+/// Another salt (a host booted from a release of before the board salt):
+/// the data is hashed once with the new image's salt, the booted tree still
+/// checks it, and the install copies what it can.
+#[test]
+fn another_salt_hashes_the_data_with_the_new_salt() {
+    let v1: Vec<u64> = (0..300).collect();
+    let v2: Vec<u64> = (0..300).chain(70_000..70_002).collect();
+    let d = Delta::new(&[("1.0.0", data(v1.clone())), ("1.1.0", data(v2))]);
+    // Slot A holds 1.0.0's data under another salt's tree.
+    let dir = tempfile::tempdir().unwrap();
+    let (old_dir, old) = release(dir.path(), "1.0.0", &data(v1), 2, false);
+    std::os::unix::fs::FileExt::write_all_at(
+        &std::fs::OpenOptions::new()
+            .write(true)
+            .open(&d.target.slot_a)
+            .unwrap(),
+        &old,
+        0,
+    )
+    .unwrap();
+    let booted = Manifest::load(&old_dir, &[fixture::build_key().public()], 1)
+        .unwrap()
+        .image("usr")
+        .unwrap()
+        .verity
+        .unwrap()
+        .to_info();
+    assert_eq!(booted.salt, [2; 32]);
+    let m = d.manifest("1.1.0");
+    let usr = m.image("usr").unwrap();
+    let p = delta::prepare(&d.agent().http, &m, usr, &d.target.slot_a, Some(&booted), 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.local, LocalDigests::HashedSalted);
+    // The 2 new blocks and the superblock (another salt and size).
+    assert_eq!((p.plan.copied, p.plan.fetched), (300, 3), "{:?}", p.plan);
+}
+
+/// Format 2 indexes (plain sha256) still work: the slot is hashed.
+#[test]
+fn a_format_2_index_still_gives_a_delta() {
+    let v1: Vec<u64> = (0..300).collect();
+    let v2: Vec<u64> = (0..150).chain(60_000..60_003).chain(150..300).collect();
+    let d = Delta::with_index(&[("1.0.0", data(v1)), ("1.1.0", data(v2))], true);
+    let p = d.prepare("1.1.0", Some("1.0.0"));
+    assert_eq!(p.local, LocalDigests::HashedSha256);
+    assert_eq!(p.index.digests(), DigestKind::Sha256);
+    assert_eq!(p.plan.fetched, 4, "{:?}", p.plan);
+    let (phases, _) = d.install(&d.agent());
+    d.assert_installed("1.1.0");
+    assert!(has(&phases, "blocks copied"), "{phases:#?}");
+}
+
+/// A data block of slot A rots after its tree was written: its level-0
+/// digest still proposes it, the chunk assembled with it does not match its
+/// signed sha256 and is not written (not a byte of it), and the agent falls
+/// back to the full download and installs the right image.
+#[test]
+fn a_block_rotted_after_its_tree_was_written_is_never_written() {
+    let v1: Vec<u64> = (0..300).collect();
+    let v2: Vec<u64> = (0..300).chain(40_000..40_002).collect();
+    let d = Delta::new(&[("1.0.0", data(v1)), ("1.1.0", data(v2))]);
+    // Block 150: in the 64 KiB chunk 9 of the new image (blocks 144..160).
+    rot(&d, 150);
+    let p = d.prepare("1.1.0", Some("1.0.0"));
+    assert_eq!(p.local, LocalDigests::VerityTree);
+    assert_eq!(p.plan.sources[150], block_delta::Source::Local(150));
+
+    // The delta alone: stops at chunk 9, chunks before it written.
+    let m = d.manifest("1.1.0");
+    let usr = m.image("usr").unwrap();
+    let agent = d.agent();
+    let writer = d.target.open_slot_for_write(Slot::B, Slot::A).unwrap();
+    let mut durable = 0u64;
+    let mut note = |n: u64| {
+        durable = n;
+        Ok(())
+    };
+    let r = delta::write(
+        &agent.http,
+        &p,
+        usr,
+        &d.target.slot_a,
+        &writer,
+        delta::Resume {
+            start: 0,
+            stop_after: None,
+            durable: &mut note,
+        },
+        &mut |_| {},
+    );
+    let e = r.expect_err("a chunk with a rotted block was accepted");
+    assert!(e.to_string().contains("chunk 9 assembled"), "{e}");
+    assert!(durable <= 9, "{durable} chunks recorded");
+    let b = std::fs::read(&d.target.slot_b).unwrap();
+    let chunk9 = &b[9 * CHUNK as usize..][..CHUNK as usize];
+    assert!(chunk9.iter().all(|&x| x == 0), "chunk 9 was written");
+    let want = d.image("1.1.0");
+    let done = 9 * CHUNK as usize;
+    assert!(b[..done] == want[..done], "a chunk before it is wrong");
+
+    // The agent, booted from 1.0.0: the delta fails the same way, then the
+    // full download installs 1.1.0.
+    delta::set_booted_cmdline(Some(d.cmdline("1.0.0")));
+    let (phases, sent) = d.install(&agent);
+    delta::set_booted_cmdline(None);
+    d.assert_installed("1.1.0");
+    assert!(
+        has(&phases, "does not match its signed sha256"),
+        "{phases:#?}"
+    );
+    assert!(has(&phases, "downloading the full image"), "{phases:#?}");
+    assert!(sent >= d.full("1.1.0") - 9 * CHUNK, "{sent}");
+}
+
+/// The agent of a host booted from 1.0.0 (its command line names the
+/// booted tree) installs by delta from its tree.
+#[test]
+fn a_booted_host_installs_a_delta_planned_from_its_tree() {
+    let v1: Vec<u64> = (0..300).collect();
+    let v2: Vec<u64> = (0..150).chain(60_000..60_003).chain(150..300).collect();
+    let d = Delta::new(&[("1.0.0", data(v1)), ("1.1.0", data(v2))]);
+    delta::set_booted_cmdline(Some(d.cmdline("1.0.0")));
+    let (phases, sent) = d.install(&d.agent());
+    delta::set_booted_cmdline(None);
+    d.assert_installed("1.1.0");
+    assert!(has(&phases, "4 fetched"), "{phases:#?}");
+    let usr_sent = sent - overhead(&d.manifest("1.1.0")).min(sent);
+    assert!(usr_sent * 4 < d.full("1.1.0"), "{usr_sent}");
 }
 
 #[test]

@@ -8,8 +8,11 @@
 //! same inputs rebuilt, from a repository of its own, the host then saying
 //! it runs 0.9.0), (b) 1.1.0, (c) 1.3.0 and (d) 1.2.0 (two releases behind)
 //! from a loopback repository, once by delta and once with the full
-//! download, with the agent's own code. Before that it prints whether the
-//! rebuild is byte-identical and where the blocks (b) must fetch are.
+//! download, with the agent's own code, the agent seeing the kernel command
+//! line a host booted from 1.0.0 has (its dm-verity parameters), so a delta
+//! plans from the slot's verified hash tree when the salts match. Before
+//! that it prints whether the rebuild is byte-identical and where the blocks
+//! (b) must fetch are.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -176,6 +179,9 @@ pub fn run(args: &[String]) -> Result<()> {
         &root,
         &server.url,
     ));
+    // The builds left GBs of disk images to write back: flush them first, or
+    // the first measured apply's fsyncs (case (a), delta) wait for them.
+    crate::sh(&mut Command::new("sync")).context("sync before measuring")?;
     for (case, to, booted, repo, root, url) in cases {
         let m = load(&repo.join(format!("releases/{BOARD}/{to}")))?;
         let usr = m.image("usr")?;
@@ -192,15 +198,20 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             let slot = usr.size.max(old.image("usr")?.size) + (1 << 20);
             let target = fixture::make_target(&host, slot).map_err(e)?;
-            // The host runs 1.0.0: its slot A holds that /usr.
-            std::os::unix::fs::FileExt::write_all_at(
-                &std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&target.slot_a)?,
-                &old_usr,
-                0,
-            )?;
+            // The host runs 1.0.0: its slot A holds that /usr. Synced, as
+            // a booted slot is: otherwise the first fsync of the measured
+            // apply (its boot files, whichever run it is) also writes back
+            // these 110 MB (ext4 commits ordered data with the journal).
+            let slot_a = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target.slot_a)?;
+            std::os::unix::fs::FileExt::write_all_at(&slot_a, &old_usr, 0)?;
+            slot_a.sync_all()?;
             let agent = bench_agent(&target, &state, url, root, &key, full, booted);
+            // The kernel command line a host booted from slot A has: the
+            // agent plans from that slot's verified dm-verity tree when the
+            // new image shares its salt (every release of a board does).
+            cairn_updater::delta::set_booted_cmdline(Some(booted_cmdline(&old)?));
             let entry = agent
                 .check_version(&Version::parse(to)?)?
                 .decision
@@ -358,6 +369,25 @@ fn where_blocks_change(old: &[u8], new: &[u8], m: &Manifest) -> Result<()> {
         &longest[..longest.len().min(10)]
     );
     Ok(())
+}
+
+/// `usrhash=… cairn.verity=…` of the release `m` (what its boot files
+/// give the kernel).
+fn booted_cmdline(m: &Manifest) -> Result<String> {
+    let v = m
+        .image("usr")?
+        .verity
+        .ok_or_else(|| anyhow!("the booted release's usr image has no verity"))?
+        .to_info();
+    Ok(format!(
+        "{}={} {}={}:{}:{}",
+        disk_layout::cmdline::USRHASH,
+        v.root_hash_hex(),
+        disk_layout::cmdline::VERITY,
+        v.data_blocks,
+        v.hash_offset,
+        v.salt_hex()
+    ))
 }
 
 fn bench_agent(

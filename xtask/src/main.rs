@@ -5,6 +5,8 @@ mod bench_delta;
 mod bench_fleet;
 mod bench_runtime;
 mod cargo_tests;
+#[cfg(test)]
+mod dep_tree;
 mod fuzz;
 mod setup;
 
@@ -176,7 +178,9 @@ fn artifacts(arch: Arch) -> Result<()> {
         // Debian's libseccomp-dev of the target arch (see runtime/src/lib.rs).
         .env("LIBSECCOMP_LINK_TYPE", "static")
         .env("LIBSECCOMP_LIB_PATH", seccomp_lib_dir(arch)?))?;
-    sh(cargo().args(["build", "--release", "-p", "cairn-build"]))
+    // With xtask, so that cargo turns on the dependencies' features of
+    // xtask's build (a superset): alone, cairn-build rebuilt part of the tree.
+    sh(cargo().args(["build", "--release", "-p", "cairn-build", "-p", "xtask"]))
 }
 
 /// A folder holding only Debian's libseccomp.a for `arch`: pointing the

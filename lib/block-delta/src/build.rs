@@ -6,7 +6,9 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use sha2::{Digest, Sha256};
 
-use crate::format::{BLOCK_SIZE, FormatError, Frame, Index, MAX_DIGEST_LEN, MIN_DIGEST_LEN};
+use crate::format::{
+    BLOCK_SIZE, DigestKind, FormatError, Frame, Index, MAX_DIGEST_LEN, MIN_DIGEST_LEN,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -56,7 +58,9 @@ fn digest_len(distinct: &[[u8; 32]]) -> usize {
 pub type ChunkSink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), String> + 'a;
 
 /// Reads the image `input` (`size` bytes, whole blocks) twice: once to hash
-/// every block, once to compress its distinct blocks, in order of first
+/// every block (`kind`: [`DigestKind::Verity`] with the image's dm-verity
+/// salt for a format 3 index, whose digests are the image's level-0
+/// hashes), once to compress its distinct blocks, in order of first
 /// occurrence, into zstd frames of `frame_blocks` blocks. The frames are
 /// handed to `sink` as chunks of `chunk_size` plain bytes: `(plain,
 /// concatenated frames)`. The index keeps `frame_hash_len` bytes of each
@@ -65,6 +69,7 @@ pub type ChunkSink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), String> + 'a;
 #[allow(clippy::too_many_arguments)]
 pub fn build<R: Read + Seek>(
     image: &str,
+    kind: DigestKind,
     input: &mut R,
     size: u64,
     frame_blocks: u32,
@@ -94,14 +99,14 @@ pub fn build<R: Read + Seek>(
     let blocks = size / BLOCK_SIZE;
     let mut piece = vec![0u8; 1 << 20];
 
-    // Pass 1: full sha256 of every block; distinct ones in first-occurrence order.
+    // Pass 1: the full digest of every block; distinct ones in first-occurrence order.
     let mut full = Vec::with_capacity(blocks as usize);
     let mut first: HashMap<[u8; 32], ()> = HashMap::new();
     let mut distinct = Vec::new();
     input.seek(SeekFrom::Start(0)).map_err(read_err)?;
     each_piece(input, size, &mut piece, |bytes| {
         for b in bytes.chunks_exact(BLOCK_SIZE as usize) {
-            let d: [u8; 32] = Sha256::digest(b).into();
+            let d = kind.digest(b);
             if first.insert(d, ()).is_none() {
                 distinct.push(d);
             }
@@ -178,6 +183,7 @@ pub fn build<R: Read + Seek>(
     }
     flush_frame(&mut frame, &mut plain, &mut packed, true)?;
     Ok(Index::new(
+        kind,
         dl,
         frame_blocks,
         frame_hash_len,
@@ -201,11 +207,15 @@ pub struct Added {
 /// Adds `<image>.blocks` and `<image>.blockindex` for the image file at
 /// `path` (already added as `image`) to a release being written, with the
 /// defaults ([`DEFAULT_FRAME_BLOCKS`](crate::DEFAULT_FRAME_BLOCKS), chunks of
-/// [`release_manifest::DEFAULT_CHUNK_SIZE`], zstd `level`).
+/// [`release_manifest::DEFAULT_CHUNK_SIZE`], zstd `level`). `kind`:
+/// [`DigestKind::Verity`] with the salt of the image's dm-verity tree (a
+/// format 3 index, what a host plans from its own tree), or
+/// [`DigestKind::Sha256`] (format 2).
 pub fn add_to_release(
     writer: &mut release_manifest::ReleaseWriter,
     image: &str,
     path: &std::path::Path,
+    kind: DigestKind,
     level: i32,
 ) -> Result<Added, BuildError> {
     let read_err = |source| BuildError::Read {
@@ -226,6 +236,7 @@ pub fn add_to_release(
             })?;
         let index = build(
             image,
+            kind,
             &mut io::BufReader::with_capacity(1 << 20, &mut file),
             size,
             crate::DEFAULT_FRAME_BLOCKS,
@@ -302,6 +313,7 @@ mod tests {
         let mut chunks: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let index = build(
             "usr",
+            DigestKind::Sha256,
             &mut io::Cursor::new(&img),
             img.len() as u64,
             4,
@@ -381,7 +393,9 @@ mod tests {
         std::fs::write(&path, &img).unwrap();
         let rel = dir.path().join("release");
         let mut w = release_manifest::ReleaseWriter::create(&rel).unwrap();
-        let added = crate::add_to_release(&mut w, "usr", &path, 3).unwrap();
+        let salt = [0x11; 32];
+        let kind = DigestKind::Verity { salt };
+        let added = crate::add_to_release(&mut w, "usr", &path, kind, 3).unwrap();
         assert_eq!((added.blocks, added.unique_blocks), (300, 250));
         let key = release_manifest::KeyPair::from_seed([3; 32]);
         w.finish(
@@ -404,6 +418,7 @@ mod tests {
             .unwrap();
         assert_eq!(bytes.len() as u64, added.index_bytes);
         let index = Index::decode(&bytes).unwrap();
+        assert_eq!(index.digests(), kind);
         let locs = crate::locate(&index, m.image("usr.blocks").unwrap()).unwrap();
         let bs = BLOCK_SIZE as usize;
         for b in [0u64, 17, 260, 299] {
@@ -414,6 +429,15 @@ mod tests {
             let f = zstd::bulk::decompress(z, l.blocks as usize * bs).unwrap();
             let k = (ord % index.frame_blocks() as u64) as usize;
             assert_eq!(f[k * bs..][..bs], img[b as usize * bs..][..bs], "block {b}");
+            // The digest is the prefix of the block's dm-verity level-0 hash.
+            let mut h = Sha256::new();
+            h.update(salt);
+            h.update(&img[b as usize * bs..][..bs]);
+            assert_eq!(
+                index.digest(b),
+                &h.finalize()[..index.digest_len()],
+                "block {b}"
+            );
         }
     }
 
@@ -439,6 +463,7 @@ mod tests {
         let img = vec![0u8; 5000];
         let r = build(
             "usr",
+            DigestKind::Sha256,
             &mut io::Cursor::new(&img),
             5000,
             4,

@@ -7,9 +7,15 @@ use release_manifest::Image;
 
 /// The dm-verity data block size: the unit the verity tree checks.
 pub const BLOCK_SIZE: u64 = 4096;
-/// First bytes of an index; the last byte is the index format. Format 2
-/// replaced format 1's reserved header field by the frame hash length.
-pub const MAGIC: [u8; 8] = *b"CAIRNBD\x02";
+/// First bytes of an index; the last byte is the index format. Format 3
+/// keys blocks by their dm-verity level-0 hash (`sha256(salt ‖ block)`) and
+/// carries the salt, so a host whose booted image shares the salt reads its
+/// block keys from its own verified hash tree instead of hashing its data.
+pub const MAGIC: [u8; 8] = *b"CAIRNBD\x03";
+/// Format 2: plain sha256 digests (decoded still; [`Index::digests`] says
+/// [`DigestKind::Sha256`]). It replaced format 1's reserved header field by
+/// the frame hash length.
+pub const MAGIC_V2: [u8; 8] = *b"CAIRNBD\x02";
 /// Format 1: every frame record carries the whole sha256 (decoded still).
 const MAGIC_V1: [u8; 8] = *b"CAIRNBD\x01";
 pub const DEFAULT_DIGEST_LEN: usize = 8;
@@ -32,6 +38,37 @@ pub const MIN_FRAME_HASH_LEN: usize = 8;
 /// Frames larger than this are refused: a host decodes one frame at a time.
 const MAX_FRAME_BLOCKS: u32 = 1024;
 const HEADER_SIZE: usize = 48;
+/// Format 3 adds the 32-byte dm-verity salt after the format 2 header.
+const HEADER_SIZE_V3: usize = HEADER_SIZE + SALT_SIZE;
+/// The dm-verity salt length Cairn images use.
+pub const SALT_SIZE: usize = 32;
+
+/// What the block digests of an index are the prefix of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestKind {
+    /// `sha256(block)` (formats 1 and 2).
+    Sha256,
+    /// `sha256(salt ‖ block)`: the image's dm-verity level-0 hash (format 1
+    /// of dm-verity prepends the salt), so equal to the level-0 entry of any
+    /// image built with the same salt (format 3).
+    Verity { salt: [u8; SALT_SIZE] },
+}
+
+impl DigestKind {
+    /// The full digest of one 4 KiB block of this kind.
+    pub fn digest(&self, block: &[u8]) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        match self {
+            DigestKind::Sha256 => Sha256::digest(block).into(),
+            DigestKind::Verity { salt } => {
+                let mut h = Sha256::new();
+                h.update(salt);
+                h.update(block);
+                h.finalize().into()
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
@@ -80,6 +117,7 @@ pub fn frame_bound(plain: u64) -> u64 {
 /// The block index of one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {
+    kind: DigestKind,
     digest_len: usize,
     frame_blocks: u32,
     frame_hash_len: usize,
@@ -95,8 +133,10 @@ pub struct Index {
 impl Index {
     /// An index from the digests of every image block and the frames of its
     /// distinct blocks, keeping `frame_hash_len` bytes of each frame's
-    /// sha256; checks the same rules as [`Index::decode`].
+    /// sha256; checks the same rules as [`Index::decode`]. `kind` says what
+    /// the digests are (and so which format [`Index::encode`] writes).
     pub fn new(
+        kind: DigestKind,
         digest_len: usize,
         frame_blocks: u32,
         frame_hash_len: usize,
@@ -152,6 +192,7 @@ impl Index {
             }
         }
         Ok(Index {
+            kind,
             digest_len,
             frame_blocks,
             frame_hash_len,
@@ -165,6 +206,12 @@ impl Index {
     fn plain_blocks(frame_blocks: u32, unique: u64, frame: usize) -> u64 {
         let first = frame as u64 * frame_blocks as u64;
         (unique - first.min(unique)).min(frame_blocks as u64)
+    }
+
+    /// What the block digests are: plain sha256 (format 2) or dm-verity
+    /// level-0 hashes with the image's salt (format 3).
+    pub fn digests(&self) -> DigestKind {
+        self.kind
     }
 
     pub fn digest_len(&self) -> usize {
@@ -213,25 +260,32 @@ impl Index {
     /// Little-endian binary:
     ///
     /// ```text
-    /// magic          8   "CAIRNBD\x02"
+    /// magic          8   "CAIRNBD\x03"
     /// block_size     u32 4096
-    /// digest_len     u32 bytes of each block digest (first bytes of its sha256), 8..=32
+    /// digest_len     u32 bytes of each block digest (first bytes of sha256(salt ‖ block),
+    ///                    its dm-verity level-0 hash), 8..=32
     /// frame_blocks   u32 distinct blocks per zstd frame (the last frame may hold fewer)
     /// frame_hash_len u32 bytes of each frame's sha256 kept, 8..=32
     /// blocks         u64 blocks of the image (its size / 4096)
     /// unique         u64 distinct digests among them
     /// frames         u64 ceil(unique / frame_blocks)
+    /// salt           32  the image's dm-verity salt
     /// digests        blocks × digest_len
     /// frame table    frames × (zsize u32, first frame_hash_len bytes of zsha256)
     /// ```
     ///
-    /// Format 1 ("CAIRNBD\x01") is the same with 0 where frame_hash_len is
-    /// and 32-byte frame hashes; [`Index::decode`] still reads it.
+    /// Format 2 ("CAIRNBD\x02") has no salt and plain sha256 digests; it is
+    /// what an index of [`DigestKind::Sha256`] encodes to. Format 1
+    /// ("CAIRNBD\x01") is format 2 with 0 where frame_hash_len is and 32-byte
+    /// frame hashes. [`Index::decode`] reads all three.
     pub fn encode(&self) -> Vec<u8> {
         let entry = 4 + self.frame_hash_len;
         let mut out =
-            Vec::with_capacity(HEADER_SIZE + self.digests.len() + self.frames.len() * entry);
-        out.extend_from_slice(&MAGIC);
+            Vec::with_capacity(HEADER_SIZE_V3 + self.digests.len() + self.frames.len() * entry);
+        out.extend_from_slice(match self.kind {
+            DigestKind::Sha256 => &MAGIC_V2,
+            DigestKind::Verity { .. } => &MAGIC,
+        });
         out.extend_from_slice(&(BLOCK_SIZE as u32).to_le_bytes());
         out.extend_from_slice(&(self.digest_len as u32).to_le_bytes());
         out.extend_from_slice(&self.frame_blocks.to_le_bytes());
@@ -239,6 +293,9 @@ impl Index {
         out.extend_from_slice(&self.blocks().to_le_bytes());
         out.extend_from_slice(&self.unique.to_le_bytes());
         out.extend_from_slice(&(self.frames.len() as u64).to_le_bytes());
+        if let DigestKind::Verity { salt } = &self.kind {
+            out.extend_from_slice(salt);
+        }
         out.extend_from_slice(&self.digests);
         for f in &self.frames {
             out.extend_from_slice(&f.zsize.to_le_bytes());
@@ -250,9 +307,26 @@ impl Index {
     /// Parses and checks an index: every count must agree with the tables, and
     /// the distinct digests with `unique`.
     pub fn decode(bytes: &[u8]) -> Result<Index, FormatError> {
-        if bytes.len() < HEADER_SIZE || (bytes[..8] != MAGIC && bytes[..8] != MAGIC_V1) {
-            return Err(malformed("no CAIRNBD\\x02 (or \\x01) header"));
+        let magic = bytes.get(..8);
+        let header = match magic {
+            Some(m) if m == MAGIC => HEADER_SIZE_V3,
+            Some(m) if m == MAGIC_V2 || m == MAGIC_V1 => HEADER_SIZE,
+            _ => return Err(malformed("no CAIRNBD\\x03 (or \\x02, \\x01) header")),
+        };
+        if bytes.len() < header {
+            return Err(malformed(format!(
+                "{} bytes is shorter than the {header}-byte header",
+                bytes.len()
+            )));
         }
+        let kind = match header == HEADER_SIZE_V3 {
+            true => {
+                let mut salt = [0u8; SALT_SIZE];
+                salt.copy_from_slice(&bytes[HEADER_SIZE..HEADER_SIZE_V3]);
+                DigestKind::Verity { salt }
+            }
+            false => DigestKind::Sha256,
+        };
         let u32_at = |at: usize| {
             let mut b = [0u8; 4];
             b.copy_from_slice(&bytes[at..at + 4]);
@@ -282,15 +356,15 @@ impl Index {
         }
         let entry = 4 + frame_hash_len;
         let (blocks, unique, frames) = (u64_at(24), u64_at(32), u64_at(40));
-        let body = (bytes.len() - HEADER_SIZE) as u128;
+        let body = (bytes.len() - header) as u128;
         let want = blocks as u128 * digest_len as u128 + frames as u128 * entry as u128;
         if body != want {
             return Err(malformed(format!(
                 "{body} bytes after the header, {want} expected for {blocks} blocks and {frames} frames"
             )));
         }
-        let split = HEADER_SIZE + blocks as usize * digest_len;
-        let digests = bytes[HEADER_SIZE..split].to_vec();
+        let split = header + blocks as usize * digest_len;
+        let digests = bytes[header..split].to_vec();
         let table = bytes[split..]
             .chunks_exact(entry)
             .map(|e| {
@@ -304,7 +378,14 @@ impl Index {
                 }
             })
             .collect();
-        let index = Index::new(digest_len, frame_blocks, frame_hash_len, digests, table)?;
+        let index = Index::new(
+            kind,
+            digest_len,
+            frame_blocks,
+            frame_hash_len,
+            digests,
+            table,
+        )?;
         if index.unique != unique {
             return Err(malformed(format!(
                 "header says {unique} distinct blocks, the digests have {}",
@@ -405,6 +486,10 @@ mod tests {
     use super::*;
 
     fn index(digests: &[u8], frame_blocks: u32) -> Result<Index, FormatError> {
+        index_of(DigestKind::Sha256, digests, frame_blocks)
+    }
+
+    fn index_of(kind: DigestKind, digests: &[u8], frame_blocks: u32) -> Result<Index, FormatError> {
         let mut d = Vec::new();
         for &x in digests {
             d.extend_from_slice(&[x; 8]);
@@ -419,7 +504,56 @@ mod tests {
                 zsha256: [i as u8; 32],
             })
             .collect();
-        Index::new(8, frame_blocks, 32, d, frames)
+        Index::new(kind, 8, frame_blocks, 32, d, frames)
+    }
+
+    /// Format 3 carries the salt and says its digests are level-0 hashes;
+    /// format 2 (plain sha256) still decodes and says so; each encodes back
+    /// to its own format.
+    #[test]
+    fn format_3_round_trips_with_its_salt_and_format_2_still_decodes() {
+        let salt = [0x5a; SALT_SIZE];
+        let v3 = index_of(DigestKind::Verity { salt }, &[5, 5, 7, 5, 9, 7, 1], 2).unwrap();
+        let bytes = v3.encode();
+        assert_eq!(bytes[..8], *b"CAIRNBD\x03");
+        assert_eq!(bytes[48..80], salt);
+        assert_eq!(bytes.len(), 80 + 7 * 8 + 2 * 36);
+        let back = Index::decode(&bytes).unwrap();
+        assert_eq!(back, v3);
+        assert_eq!(back.digests(), DigestKind::Verity { salt });
+
+        let v2 = index(&[5, 5, 7, 5, 9, 7, 1], 2).unwrap();
+        let bytes = v2.encode();
+        assert_eq!(bytes[..8], *b"CAIRNBD\x02");
+        let back = Index::decode(&bytes).unwrap();
+        assert_eq!(back.digests(), DigestKind::Sha256);
+        assert_eq!(back.encode(), bytes);
+        // The same tables under the other magic do not decode: the salt
+        // moves the digests by 32 bytes.
+        let mut as_v3 = bytes.clone();
+        as_v3[7] = 3;
+        assert!(Index::decode(&as_v3).is_err());
+        let mut as_v2 = v3.encode();
+        as_v2[7] = 2;
+        assert!(Index::decode(&as_v2).is_err());
+        assert!(Index::decode(&v3.encode()[..60]).is_err());
+    }
+
+    #[test]
+    fn digest_kinds_hash_as_dm_verity_level_0() {
+        use sha2::{Digest, Sha256};
+        let block = [9u8; 4096];
+        let salt = [3u8; SALT_SIZE];
+        assert_eq!(
+            DigestKind::Sha256.digest(&block),
+            <[u8; 32]>::from(Sha256::digest(block))
+        );
+        let mut salted = salt.to_vec();
+        salted.extend_from_slice(&block);
+        assert_eq!(
+            DigestKind::Verity { salt }.digest(&block),
+            <[u8; 32]>::from(Sha256::digest(&salted))
+        );
     }
 
     #[test]
@@ -441,7 +575,8 @@ mod tests {
         // (frame hash length, encoded size)
         for (len, size) in [(8usize, 48 + 7 * 8 + 2 * 12), (16, 48 + 7 * 8 + 2 * 20)] {
             let frames = full.frames().to_vec();
-            let cut = Index::new(8, 2, len, full.digests.clone(), frames).unwrap();
+            let cut =
+                Index::new(DigestKind::Sha256, 8, 2, len, full.digests.clone(), frames).unwrap();
             assert!(
                 cut.frames()
                     .iter()
@@ -460,7 +595,7 @@ mod tests {
         v1[7] = 1;
         v1[20..24].copy_from_slice(&0u32.to_le_bytes());
         assert_eq!(Index::decode(&v1).unwrap(), full);
-        assert!(Index::new(8, 2, 33, full.digests.clone(), vec![]).is_err());
+        assert!(Index::new(DigestKind::Sha256, 8, 2, 33, full.digests.clone(), vec![]).is_err());
     }
 
     #[test]
@@ -477,7 +612,7 @@ mod tests {
         v1_reserved[7] = 1;
         let table: [(&str, Vec<u8>); 10] = [
             ("bad magic", patch(0, b"X")),
-            ("format 3", patch(7, &[3])),
+            ("format 4", patch(7, &[4])),
             ("block size", patch(8, &8192u32.to_le_bytes())),
             ("short digest", patch(12, &4u32.to_le_bytes())),
             ("format 1 reserved", v1_reserved),
@@ -490,7 +625,7 @@ mod tests {
         for (what, bytes) in table {
             assert!(Index::decode(&bytes).is_err(), "{what} was accepted");
         }
-        assert!(Index::new(8, 0, 32, vec![1; 8], vec![]).is_err());
-        assert!(Index::new(8, 2, 32, vec![1; 7], vec![]).is_err());
+        assert!(Index::new(DigestKind::Sha256, 8, 0, 32, vec![1; 8], vec![]).is_err());
+        assert!(Index::new(DigestKind::Sha256, 8, 2, 32, vec![1; 7], vec![]).is_err());
     }
 }

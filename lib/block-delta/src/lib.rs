@@ -20,6 +20,16 @@
 //!   image, and the compressed size and sha256 of every frame. It is signed like
 //!   any image (its sha256 and chunk hashes are in the manifest).
 //!
+//! # Block digests are dm-verity level-0 hashes (format 3)
+//! A format 3 index keys every block by the prefix of `sha256(salt ‖ block)`
+//! with the image's dm-verity salt ([`DigestKind::Verity`]): the very entry
+//! the image's hash tree holds for it at level 0. The image builder gives all
+//! releases of a board one salt, so a host running one of them finds the keys
+//! of its whole active slot in that slot's hash area (about 1/128 of the data,
+//! checked up to the booted root hash) and plans without reading or hashing
+//! its data. Format 2 ([`DigestKind::Sha256`], plain sha256) still decodes;
+//! a host then hashes its slot as before.
+//!
 //! # Measured (`cargo xtask bench delta`, qemu-x86_64, 27 755 blocks, full /usr payload 76.5 MB)
 //! 1-block frames, 8-byte frame hashes, the hash tree computed by the host
 //! (never fetched): index 0.55 MB (0.72 %). Same inputs rebuilt: 0 blocks
@@ -49,8 +59,8 @@ mod plan;
 
 pub use build::{Added, BuildError, ChunkSink, add_to_release, build};
 pub use format::{
-    BLOCK_SIZE, DEFAULT_DIGEST_LEN, DEFAULT_FRAME_BLOCKS, DEFAULT_FRAME_HASH_LEN, FormatError,
-    Frame, FrameLoc, Index, MAGIC, MAX_DIGEST_LEN, MIN_DIGEST_LEN, blocks_image_name, frame_bound,
-    index_image_name, locate,
+    BLOCK_SIZE, DEFAULT_DIGEST_LEN, DEFAULT_FRAME_BLOCKS, DEFAULT_FRAME_HASH_LEN, DigestKind,
+    FormatError, Frame, FrameLoc, Index, MAGIC, MAGIC_V2, MAX_DIGEST_LEN, MIN_DIGEST_LEN,
+    SALT_SIZE, blocks_image_name, frame_bound, index_image_name, locate,
 };
 pub use plan::{DEFAULT_GAP, FetchRange, LocalBlocks, MAX_RANGE, Plan, Source, plan};

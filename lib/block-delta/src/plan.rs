@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use sha2::{Digest, Sha256};
 
-use crate::format::{BLOCK_SIZE, FrameLoc, Index};
+use crate::format::{BLOCK_SIZE, DigestKind, FrameLoc, Index};
 
 /// Needed frames of one file at most this many bytes apart are fetched in one
 /// request: a request costs a round trip and its headers, a few KiB of
@@ -16,9 +16,13 @@ pub const DEFAULT_GAP: u64 = 8 << 10;
 /// No request asks for more than this: the agent holds one response in memory.
 pub const MAX_RANGE: u64 = 8 << 20;
 
-/// The sha256 of every 4 KiB block the host holds (its active slot, in slot
-/// order). Computed from the bytes themselves, so a corrupted block simply
-/// matches nothing and is fetched instead.
+/// The digest of every 4 KiB block the host holds (its active slot, in slot
+/// order), of the index's [`DigestKind`]: computed from the bytes themselves
+/// ([`LocalBlocks::hash`], [`LocalBlocks::extend_with`]), or, for format 3,
+/// taken from the slot's verified dm-verity level 0 ([`LocalBlocks::from_digests`]).
+/// Either way a digest only proposes a block: the caller checks every chunk
+/// it assembles against its signed sha256, so a block that rotted after its
+/// digest was taken makes that chunk fail instead of being written.
 #[derive(Debug, Clone, Default)]
 pub struct LocalBlocks {
     digests: Vec<[u8; 32]>,
@@ -37,12 +41,23 @@ impl LocalBlocks {
         l
     }
 
-    /// Adds the blocks of `bytes` (whole blocks only) after those already held.
+    /// Adds the sha256 of the blocks of `bytes` (whole blocks only) after
+    /// those already held.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.digests.extend(
             bytes
                 .chunks_exact(BLOCK_SIZE as usize)
                 .map(|b| <[u8; 32]>::from(Sha256::digest(b))),
+        );
+    }
+
+    /// Adds the `kind` digests of the blocks of `bytes` (whole blocks only)
+    /// after those already held: what an index of that kind matches.
+    pub fn extend_with(&mut self, kind: &DigestKind, bytes: &[u8]) {
+        self.digests.extend(
+            bytes
+                .chunks_exact(BLOCK_SIZE as usize)
+                .map(|b| kind.digest(b)),
         );
     }
 
@@ -224,7 +239,7 @@ mod tests {
             };
             n
         ];
-        let index = Index::new(8, FB, 32, digests, frames).unwrap();
+        let index = Index::new(DigestKind::Sha256, 8, FB, 32, digests, frames).unwrap();
         let locs = (0..n)
             .map(|i| FrameLoc {
                 file: format!("chunks/{}.zst", i / per_file),

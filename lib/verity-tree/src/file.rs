@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 
 use sha2::Sha256;
 
-use crate::geometry::{Geometry, GeometryError, hash_blocks, salted};
+use crate::geometry::{Geometry, GeometryError, Layout, hash_blocks, salted};
 use crate::superblock::{Superblock, SuperblockError, check_superblock};
 use crate::{BLOCK_SIZE, BS, DIGEST_SIZE, Params, SALT_SIZE, SUPERBLOCK_SIZE, VerityInfo};
 
@@ -207,60 +207,21 @@ pub fn verify(dev: &mut File, info: &VerityInfo) -> Result<(), Error> {
     let layout = info.layout()?;
     let geo = layout.geometry();
     let dev: &File = dev;
-    let len = file_len(dev)?;
-    let needed = layout.hash_end();
-    if len < needed {
-        return Err(Error::TooShort {
-            what: "verity hash area",
-            needed,
-            len,
-        });
-    }
-    let mut area = vec![0u8; to_usize(info.hash_size)];
-    dev.read_exact_at(&mut area, info.hash_offset)
-        .map_err(io_err("reading the verity hash area"))?;
+    let area = read_hash_area(dev, &layout, info)?;
 
     check_superblock(&area, info.data_blocks, &info.salt)?;
 
     let salted = salted(&info.salt);
-    let mut digest = [0u8; DIGEST_SIZE];
     let levels = geo.levels();
-    let Some(top) = levels.last() else {
+    if levels.is_empty() {
+        let mut digest = [0u8; DIGEST_SIZE];
         hash_data(dev, 1, &salted, &mut digest)?;
         return match digest == info.root_hash {
             true => Ok(()),
             false => Err(Error::DataBlockMismatch { block: 0 }),
         };
-    };
-    hash_blocks(
-        &salted,
-        &area[block_range(top.start, BLOCK_SIZE)],
-        &mut digest,
-    );
-    if digest != info.root_hash {
-        return Err(Error::RootHashMismatch {
-            expected: hex::encode(info.root_hash),
-            actual: hex::encode(digest),
-        });
     }
-    for level in (0..levels.len() - 1).rev() {
-        let (l, parent) = (levels[level], levels[level + 1]);
-        let blocks = &area[block_range(l.start, l.blocks * BLOCK_SIZE)];
-        let parents = &area[block_range(parent.start, l.blocks * DIGEST_SIZE as u64)];
-        for (i, (block, want)) in blocks
-            .chunks_exact(BS)
-            .zip(parents.chunks_exact(DIGEST_SIZE))
-            .enumerate()
-        {
-            hash_blocks(&salted, block, &mut digest);
-            if digest != want {
-                return Err(Error::HashBlockMismatch {
-                    level,
-                    block: i as u64,
-                });
-            }
-        }
-    }
+    check_levels(geo, &salted, &area, &info.root_hash)?;
     let mut actual = vec![0u8; to_usize(info.data_blocks * DIGEST_SIZE as u64)];
     hash_data(dev, info.data_blocks, &salted, &mut actual)?;
     let stored = &area[block_range(levels[0].start, actual.len() as u64)];
@@ -274,6 +235,102 @@ pub fn verify(dev: &mut File, info: &VerityInfo) -> Result<(), Error> {
         }),
         None => Ok(()),
     }
+}
+
+/// The hash area of `info` on `dev` (superblock block first), refused when
+/// the file ends before it does.
+fn read_hash_area(dev: &File, layout: &Layout, info: &VerityInfo) -> Result<Vec<u8>, Error> {
+    let len = file_len(dev)?;
+    let needed = layout.hash_end();
+    if len < needed {
+        return Err(Error::TooShort {
+            what: "verity hash area",
+            needed,
+            len,
+        });
+    }
+    let mut area = vec![0u8; to_usize(info.hash_size)];
+    dev.read_exact_at(&mut area, info.hash_offset)
+        .map_err(io_err("reading the verity hash area"))?;
+    Ok(area)
+}
+
+/// Checks the top block of `area` (the hash area as on disk, superblock
+/// block first) against `root` and every level against the one above it.
+/// The tree must have a level.
+fn check_levels(
+    geo: &Geometry,
+    salted: &Sha256,
+    area: &[u8],
+    root: &[u8; DIGEST_SIZE],
+) -> Result<(), Error> {
+    let levels = geo.levels();
+    let mut digest = [0u8; DIGEST_SIZE];
+    let top = levels[levels.len() - 1];
+    hash_blocks(
+        salted,
+        &area[block_range(top.start, BLOCK_SIZE)],
+        &mut digest,
+    );
+    if digest != *root {
+        return Err(Error::RootHashMismatch {
+            expected: hex::encode(root),
+            actual: hex::encode(digest),
+        });
+    }
+    for level in (0..levels.len() - 1).rev() {
+        let (l, parent) = (levels[level], levels[level + 1]);
+        let blocks = &area[block_range(l.start, l.blocks * BLOCK_SIZE)];
+        let parents = &area[block_range(parent.start, l.blocks * DIGEST_SIZE as u64)];
+        for (i, (block, want)) in blocks
+            .chunks_exact(BS)
+            .zip(parents.chunks_exact(DIGEST_SIZE))
+            .enumerate()
+        {
+            hash_blocks(salted, block, &mut digest);
+            if digest != want {
+                return Err(Error::HashBlockMismatch {
+                    level,
+                    block: i as u64,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The level-0 digests of the image on `dev` (`sha256(salt ‖ data block)`,
+/// one per data block, in order), read from its hash area and checked
+/// without reading a byte of data: the top block against `info.root_hash`,
+/// then every level against the one above it, level 0 last. About 1/128 of
+/// the data size is read. A digest returned is the one the kernel checks
+/// that data block against; whether the block on disk still matches it is
+/// not checked here (reading the data is what this avoids).
+///
+/// The superblock is not read: the kernel takes the tree's parameters from
+/// the table (the root hash, salt and geometry in `info`), not from it.
+/// Errors: [`Error::RootHashMismatch`] or [`Error::HashBlockMismatch`] when
+/// the tree on disk is not the one `info` names, [`Error::TooShort`] and
+/// [`Error::Io`] when it cannot be read, [`Error::InvalidParams`].
+pub fn read_level0(dev: &File, info: &VerityInfo) -> Result<Vec<[u8; DIGEST_SIZE]>, Error> {
+    let layout = info.layout()?;
+    let geo = layout.geometry();
+    let levels = geo.levels();
+    let Some(l0) = levels.first() else {
+        // One data block: no tree, its level-0 digest is the root hash.
+        return Ok(vec![info.root_hash]);
+    };
+    let area = read_hash_area(dev, &layout, info)?;
+    check_levels(geo, &salted(&info.salt), &area, &info.root_hash)?;
+    let l0 = &area[block_range(l0.start, geo.data_blocks() * DIGEST_SIZE as u64)];
+    Ok(l0
+        .chunks_exact(DIGEST_SIZE)
+        .map(|d| {
+            let mut out = [0u8; DIGEST_SIZE];
+            out.copy_from_slice(d);
+            out
+        })
+        .collect())
 }
 
 /// Hashes `mib` MiB of pseudo-random data in a temporary file in `dir` and returns
@@ -318,6 +375,36 @@ pub fn bench(dir: &std::path::Path, mib: u64) -> Result<f64, Error> {
 mod tests {
     use super::*;
 
+    /// A file of `data_blocks` patterned blocks (`mul`: the pattern) with its
+    /// tree `format`ted at `hash_offset`: the folder holding it, the open
+    /// file, the data, the params and what `format` returned.
+    fn formatted(
+        data_blocks: u64,
+        hash_offset: u64,
+        salt: [u8; 32],
+        (mul, modulo): (u64, u64),
+    ) -> (tempfile::TempDir, File, Vec<u8>, Params, VerityInfo) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let data: Vec<u8> = (0..data_blocks * BLOCK_SIZE)
+            .map(|i| (i / 4096 * mul + i % modulo) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let params = Params {
+            data_blocks,
+            hash_offset,
+            salt,
+            uuid: [1; 16],
+        };
+        let info = format(&mut f, &params).unwrap();
+        (dir, f, data, params, info)
+    }
+
     /// The tree built from level-0 digests added in pieces, as the updater's
     /// delta path adds them, equals `format`'s: root and hash area (past the
     /// superblock block, which the builder leaves zero), for 0 to 2 levels
@@ -325,25 +412,9 @@ mod tests {
     #[test]
     fn the_tree_builder_matches_format() {
         for data_blocks in [1u64, 2, 127, 128, 129, 300, 16_385] {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("img");
-            let data: Vec<u8> = (0..data_blocks * BLOCK_SIZE)
-                .map(|i| (i / 4096 * 7 + i % 251) as u8)
-                .collect();
-            std::fs::write(&path, &data).unwrap();
-            let mut f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .unwrap();
-            let params = Params {
-                data_blocks,
-                hash_offset: data_blocks * BLOCK_SIZE,
-                salt: [5; 32],
-                uuid: [1; 16],
-            };
-            let info = format(&mut f, &params).unwrap();
-            let image = std::fs::read(&path).unwrap();
+            let (dir, _f, data, params, info) =
+                formatted(data_blocks, data_blocks * BLOCK_SIZE, [5; 32], (7, 251));
+            let image = std::fs::read(dir.path().join("img")).unwrap();
             let mut tree = crate::TreeBuilder::new(data_blocks, &params.salt).unwrap();
             let half = (data_blocks / 2 * BLOCK_SIZE) as usize;
             // The second half first: pieces may come in any order.
@@ -354,6 +425,86 @@ mod tests {
             let stored = &image[info.hash_offset as usize..];
             assert_eq!(area.len(), stored.len(), "{data_blocks} blocks: size");
             assert!(area[BS..] == stored[BS..], "{data_blocks} blocks: tree");
+        }
+    }
+
+    /// The level-0 digests read from the hash area are the salted hashes of
+    /// the data blocks; a flipped byte in a level-0 block or in an upper
+    /// block, or another root hash, is refused; a flipped data byte is not
+    /// seen (no data is read).
+    #[test]
+    fn read_level0_checks_every_level_up_to_the_root() {
+        // (data blocks, levels): 0, 1, 2 and 3 levels.
+        for (data_blocks, depth) in [(1u64, 0usize), (100, 1), (300, 2), (16_385, 3)] {
+            // A gap of one block between the data and the hash area.
+            let (_dir, f, data, params, info) = formatted(
+                data_blocks,
+                (data_blocks + 1) * BLOCK_SIZE,
+                [9; 32],
+                (13, 241),
+            );
+            let geo = Geometry::new(data_blocks).unwrap();
+            assert_eq!(geo.levels().len(), depth, "{data_blocks} blocks");
+            let got = read_level0(&f, &info).unwrap();
+            let salted = salted(&params.salt);
+            let want: Vec<[u8; 32]> = data
+                .chunks_exact(BS)
+                .map(|b| {
+                    let mut d = [0u8; 32];
+                    hash_blocks(&salted, b, &mut d);
+                    d
+                })
+                .collect();
+            assert_eq!(got, want, "{data_blocks} blocks");
+
+            // Data is not read: a flipped data byte goes unseen here.
+            f.write_all_at(&[!data[5]], 5).unwrap();
+            assert_eq!(read_level0(&f, &info).unwrap(), want);
+            let mut other = info;
+            other.root_hash[0] ^= 1;
+            let r = read_level0(&f, &other);
+            if depth == 0 {
+                // No tree: the root is the one level-0 digest there is.
+                assert_eq!(r.unwrap(), vec![other.root_hash]);
+                continue;
+            }
+            assert!(matches!(r, Err(Error::RootHashMismatch { .. })), "{r:?}");
+
+            // (hash block to flip, counted from the start of the area, level
+            // whose check refuses it): the last level-0 block, and each
+            // upper level's first block (the top one is checked by the root).
+            let levels = geo.levels();
+            let mut flips = vec![(levels[0].start + levels[0].blocks - 1, None)];
+            for (n, l) in levels.iter().enumerate().skip(1) {
+                let by = if n + 1 == depth { None } else { Some(n) };
+                flips.push((l.start, by));
+            }
+            if depth > 1 {
+                flips[0].1 = Some(0);
+            }
+            for (block, level) in flips {
+                let at = info.hash_offset + block * BLOCK_SIZE + 17;
+                let mut b = [0u8; 1];
+                f.read_exact_at(&mut b, at).unwrap();
+                f.write_all_at(&[!b[0]], at).unwrap();
+                let r = read_level0(&f, &info);
+                match level {
+                    Some(level) => assert!(
+                        matches!(r, Err(Error::HashBlockMismatch { level: l, .. }) if l == level),
+                        "{data_blocks} blocks, hash block {block}: {r:?}"
+                    ),
+                    None => assert!(
+                        matches!(r, Err(Error::RootHashMismatch { .. })),
+                        "{data_blocks} blocks, hash block {block}: {r:?}"
+                    ),
+                }
+                f.write_all_at(&b, at).unwrap();
+                assert_eq!(read_level0(&f, &info).unwrap(), want);
+            }
+            // A hash area cut short is refused, not read past its end.
+            f.set_len(info.hash_offset + info.hash_size - 1).unwrap();
+            let r = read_level0(&f, &info);
+            assert!(matches!(r, Err(Error::TooShort { .. })), "{r:?}");
         }
     }
 

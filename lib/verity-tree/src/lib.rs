@@ -28,7 +28,10 @@
 //!   checks an image fed in order (the updater, while it reads a slot back), and
 //!   [`TreeBuilder`], the tree from level-0 digests added in any order (the
 //!   updater's delta path computes the hash area instead of fetching it).
-//! * Feature `std` (default): `format` and `verify` on a file or block device. The
+//! * Feature `std` (default): `format` and `verify` on a file or block device,
+//!   and `read_level0`: the level-0 digests of an image from its hash area
+//!   alone, every level checked up to the root (the updater's delta path keys
+//!   the active slot's blocks by them instead of hashing its data). The
 //!   whole tree is built in memory (about 1/128 of the data size) and written with a
 //!   single positioned write. Nothing is fsynced: call `File::sync_all` if it matters.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -51,7 +54,7 @@ pub use superblock::{Mismatch, Mismatches, Superblock, SuperblockError, check_su
 pub use tree::TreeBuilder;
 
 #[cfg(feature = "std")]
-pub use file::{Error, bench, format, read_superblock, verify};
+pub use file::{Error, bench, format, read_level0, read_superblock, verify};
 
 /// Data and hash block size, in bytes.
 pub const BLOCK_SIZE: u64 = 4096;
