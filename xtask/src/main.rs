@@ -145,6 +145,22 @@ pub fn sh(cmd: &mut Command) -> Result<()> {
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
+    // `cargo run` gave this process xtask's package variables. Cargo checks
+    // a build script's `rerun-if-env-changed` against its own environment,
+    // and ring's names CARGO_PKG_NAME and others: inherited, they made every
+    // build from here rebuild ring and all above it (76 s of a CI run).
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                &*k,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            c.env_remove(&*k);
+        }
+    }
     c
 }
 
@@ -179,7 +195,10 @@ fn artifacts(arch: Arch) -> Result<()> {
         .env("LIBSECCOMP_LINK_TYPE", "static")
         .env("LIBSECCOMP_LIB_PATH", seccomp_lib_dir(arch)?))?;
     // With xtask, so that cargo turns on the dependencies' features of
-    // xtask's build (a superset): alone, cairn-build rebuilt part of the tree.
+    // xtask's build (a superset): alone, cairn-build rebuilt part of the
+    // tree. xtask itself is fresh here (`cargo` above says why); were it
+    // rebuilt, the running binary would be replaced, and the VM scenarios
+    // start it again by its path (the guestfwd relay).
     sh(cargo().args(["build", "--release", "-p", "cairn-build", "-p", "xtask"]))
 }
 
