@@ -57,15 +57,10 @@ pub enum DigestKind {
 impl DigestKind {
     /// The full digest of one 4 KiB block of this kind.
     pub fn digest(&self, block: &[u8]) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
+        use sha2::Digest;
         match self {
-            DigestKind::Sha256 => Sha256::digest(block).into(),
-            DigestKind::Verity { salt } => {
-                let mut h = Sha256::new();
-                h.update(salt);
-                h.update(block);
-                h.finalize().into()
-            }
+            DigestKind::Sha256 => sha2::Sha256::digest(block).into(),
+            DigestKind::Verity { salt } => verity_tree::block_hash(salt, block),
         }
     }
 }

@@ -285,12 +285,19 @@ pub(crate) fn hash_blocks(salted: &Sha256, input: &[u8], out: &mut [u8]) {
     }
 }
 
-/// Root hash of a tree whose top block (or, for a one-block image, the only
-/// data block) is `top`: `sha256(salt ‖ top)`.
-pub fn root_hash(salt: &[u8], top: &[u8]) -> [u8; DIGEST_SIZE] {
+/// The hash of one block in the tree above it: `sha256(salt ‖ block)`. Of a
+/// data block, its level-0 entry (the delta index's block key); of the top
+/// block, the root hash.
+pub fn block_hash(salt: &[u8], block: &[u8]) -> [u8; DIGEST_SIZE] {
     let mut h = salted(salt);
-    h.update(top);
+    h.update(block);
     h.finalize().into()
+}
+
+/// Root hash of a tree whose top block (or, for a one-block image, the only
+/// data block) is `top`.
+pub fn root_hash(salt: &[u8], top: &[u8]) -> [u8; DIGEST_SIZE] {
+    block_hash(salt, top)
 }
 
 #[cfg(test)]

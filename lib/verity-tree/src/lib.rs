@@ -47,7 +47,9 @@ mod tree;
 #[cfg(feature = "std")]
 mod file;
 
-pub use geometry::{Geometry, GeometryError, Layout, Level, MAX_LEVELS, hash_size, root_hash};
+pub use geometry::{
+    Geometry, GeometryError, Layout, Level, MAX_LEVELS, block_hash, hash_size, root_hash,
+};
 pub use info::{Params, VerityInfo};
 pub use stream::{StreamError, VerityStream};
 pub use superblock::{Mismatch, Mismatches, Superblock, SuperblockError, check_superblock};
